@@ -1,0 +1,212 @@
+"""The ``adaconv`` command line (SPEC §6): a thin shell over the library.
+
+Bad input ends with one line on stderr naming the problem and exit status 2; a batch in which some
+items failed ends with status 1 and the list of failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import AdaconvError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def add_stylize(commands) -> None:
+    parser = commands.add_parser("stylize", help="paint content images in the style of a painting",
+                                 description="Stylise CONTENT (files, folders or globs) with STYLE.")
+    parser.add_argument("content", nargs="+", metavar="CONTENT")
+    parser.add_argument("--style", nargs="+", required=True, metavar="STYLE")
+    parser.add_argument("--style-weights", help="comma-separated weights for blending several styles")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="output file (one content; its extension picks the format, - for stdout) or folder")
+    add_model_options(parser)
+    parser.add_argument("--alpha", type=unit_float, default=1.0,
+                        help="content-style trade-off in [0, 1] (1: full style)")
+    parser.add_argument("--content-size", type=positive_int,
+                        help="long side of the content in pixels (default: its own size, capped at 2048)")
+    parser.add_argument("--style-size", type=positive_int, help="short side at which the style is read")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress or notes on stderr")
+
+
+def add_model_options(parser) -> None:
+    parser.add_argument("--model", choices=("adain", "adaconv"), help="model (default: the shipped default)")
+    parser.add_argument("--weights", metavar="FILE", help="a weights file instead of the shipped weights")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+
+
+def add_train(commands) -> None:
+    parser = commands.add_parser("train", help="train a model (resumable, time-limited, multi-process)")
+    parser.add_argument("--model", choices=("adain", "adaconv"), required=True)
+    parser.add_argument("--content", required=True, metavar="DIR", help="folder of content photos")
+    parser.add_argument("--style", required=True, metavar="DIR", help="folder of style paintings")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoint, logs, samples)")
+    parser.add_argument("--iterations", type=positive_int, default=160_000)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--crop-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=1e-4)
+    parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
+    parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
+    parser.add_argument("--parametrization", choices=("residual", "paper"), default="residual",
+                        help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
+                        help="stop cleanly with a checkpoint before this many minutes")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--init", metavar="WEIGHTS", help="warm start from a weights file (fresh optimiser)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=100)
+    parser.add_argument("--sample-every", type=int, default=500, help="contact sheet every N steps (0: never)")
+    parser.add_argument("--log-every", type=positive_int, default=10)
+    parser.add_argument("--max-images", type=positive_int, help="use at most N images per folder")
+
+
+def add_export_weights(commands) -> None:
+    parser = commands.add_parser("export-weights", help="a training run's checkpoint -> a weights file")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("output", metavar="OUT.safetensors")
+    parser.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
+
+
+def add_prepare_data(commands) -> None:
+    parser = commands.add_parser("prepare-data", help="resize and re-encode an image folder for training")
+    parser.add_argument("source", metavar="SRC")
+    parser.add_argument("destination", metavar="DST")
+    parser.add_argument("--short-side", type=positive_int, required=True)
+    parser.add_argument("--quality", type=positive_int, default=90)
+    parser.add_argument("--max-images", type=positive_int)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_encoder_scales(commands) -> None:
+    parser = commands.add_parser("encoder-scales", help="recompute the VGG feature normalisation (maintainers)")
+    parser.add_argument("folders", nargs="+", metavar="DIR")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
+    parser.add_argument("--every", type=positive_int, default=1, help="use every N-th image of each folder")
+    parser.add_argument("--size", type=positive_int, default=256)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_stylize(commands)
+    add_train(commands)
+    add_export_weights(commands)
+    add_prepare_data(commands)
+    add_encoder_scales(commands)
+    return parser
+
+
+def run_train(args) -> int:
+    from .training import TrainConfig, Trainer
+
+    config = TrainConfig(
+        model=args.model, content=args.content, style=args.style, out=args.out, iterations=args.iterations,
+        batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay,
+        style_weight=args.style_weight, device=args.device, threads=args.threads, time_limit=args.time_limit,
+        resume=args.resume, init=args.init, seed=args.seed, parametrization=args.parametrization,
+        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
+        max_images=args.max_images)
+    summary = Trainer(config).train()
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+def run_export_weights(args) -> int:
+    from .training import export_weights
+
+    provenance = export_weights(args.run_dir, args.output, dtype=args.dtype)
+    print(json.dumps(provenance))
+    return EXIT_OK
+
+
+def run_prepare_data(args) -> int:
+    from .data import prepare_folder
+
+    summary = prepare_folder(args.source, args.destination, short_side=args.short_side, quality=args.quality,
+                             max_images=args.max_images, seed=args.seed, progress=sys.stderr.isatty())
+    print(f"prepared {summary['written']} images, skipped {summary['skipped']} unreadable", file=sys.stderr)
+    for path in summary["skipped_files"]:
+        print(f"  skipped: {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_encoder_scales(args) -> int:
+    from .encoder import compute_feature_scales, save_feature_scales, scales_id
+    from .imageio import list_images, to_tensor
+
+    paths = [p for folder in args.folders for p in list_images(folder)[::args.every]]
+    if not paths:
+        raise AdaconvError("no images found in " + ", ".join(args.folders))
+    scales = compute_feature_scales((to_tensor(p) for p in paths), size=args.size, progress=sys.stderr.isatty())
+    save_feature_scales(scales, args.output)
+    print(f"wrote {args.output} ({scales_id(scales)}) from {len(paths)} images", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_stylize(args) -> int:
+    from .stylize_command import stylize_command
+
+    return stylize_command(args)
+
+
+COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+            "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AdaconvError as error:
+        print(f"adaconv {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"adaconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

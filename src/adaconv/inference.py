@@ -1,0 +1,158 @@
+"""The user-facing API: ``Stylizer`` owns a model and all pre- and post-processing.
+
+    from adaconv import Stylizer
+    stylizer = Stylizer.from_pretrained("adain")          # or Stylizer.from_weights("my.safetensors")
+    image = stylizer.stylize("photo.jpg", "painting.jpg", alpha=0.8)
+    image.save("out.png")
+
+The command line, the web app and the video path are thin shells over this one call, so a control
+added here appears everywhere. Style codes are cached per style image, so stylising many contents
+with one style encodes the style once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .devices import pick_device
+from .errors import AdaconvError, WeightsError
+from .imageio import tensor_to_pil, to_tensor
+from .models import MODEL_KINDS, StyleCode, StyleTransferModel, blend_style_codes
+from .preprocessing import pad_to_multiple, prepare_style, resize_long_side
+from .weights import model_from_weights, shipped_weights_path
+
+DEFAULT_MODEL = "adain"       # until AdaConv beats it on `adaconv evaluate` (the training campaign)
+MAX_CONTENT_SIDE = 2048       # default cap on the content's long side without tiling; --content-size overrides
+STYLE_CACHE_SIZE = 32
+
+
+class ContentResized(UserWarning):
+    """The content was larger than the default cap and was processed at a smaller size."""
+
+
+class Stylizer:
+    """A model ready to stylise: device placement, image sizing, style caching, α and style blending."""
+
+    def __init__(self, model: StyleTransferModel, *, device: str | torch.device = "auto", info: dict | None = None):
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.info = info or {"model": model.kind}
+        self._style_cache: OrderedDict = OrderedDict()
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @classmethod
+    def from_pretrained(cls, name: str = DEFAULT_MODEL, *, device: str = "auto") -> Stylizer:
+        """The weights shipped inside the package for ``name`` ("adain" or "adaconv")."""
+        if name not in MODEL_KINDS:
+            raise AdaconvError(f"unknown model {name!r}: choose one of {', '.join(MODEL_KINDS)}")
+        path = shipped_weights_path(name)
+        if not path.exists():
+            raise WeightsError(f"no trained {name} weights are shipped with this version of adaconv; "
+                               f"pass --weights FILE (a file from 'adaconv export-weights')")
+        return cls.from_weights(path, model=name, device=device)
+
+    @classmethod
+    def from_weights(cls, path: str | os.PathLike, *, model: str | None = None, device: str = "auto") -> Stylizer:
+        """Any weights file in the package's format; ``model`` (if given) must match the file."""
+        network, info = model_from_weights(path, expected_kind=model)
+        return cls(network, device=device, info=info)
+
+    # -- styles ----------------------------------------------------------------------------------
+    @staticmethod
+    def _cache_key(style, style_size: int | None):
+        if isinstance(style, (str, os.PathLike)):
+            path = Path(style)
+            try:
+                stat = path.stat()
+            except OSError:
+                return None  # reading will report the problem
+            return ("path", str(path.resolve()), stat.st_mtime_ns, stat.st_size, style_size)
+        if isinstance(style, Image.Image):
+            data = style.tobytes() + repr((style.mode, style.size)).encode()
+        elif isinstance(style, np.ndarray):
+            data = np.ascontiguousarray(style).tobytes() + repr((style.dtype, style.shape)).encode()
+        elif isinstance(style, torch.Tensor):
+            data = style.detach().cpu().contiguous().numpy().tobytes() + repr(tuple(style.shape)).encode()
+        else:
+            return None
+        return ("data", hashlib.sha1(data).hexdigest(), style_size)
+
+    @torch.inference_mode()
+    def encode_style(self, style, *, style_size: int | None = None) -> StyleCode:
+        """A style image (path, PIL image, array or tensor) -> the model's style code, cached."""
+        key = self._cache_key(style, style_size)
+        if key is not None and key in self._style_cache:
+            self._style_cache.move_to_end(key)
+            return self._style_cache[key]
+        image = prepare_style(to_tensor(style), self.kind, style_size)
+        code = self.model.encode_style(image[None].to(self.device, memory_format=torch.channels_last))
+        if key is not None:
+            self._style_cache[key] = code
+            while len(self._style_cache) > STYLE_CACHE_SIZE:
+                self._style_cache.popitem(last=False)
+        return code
+
+    # -- stylising -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def stylize_tensor(self, content: torch.Tensor, style, *, alpha: float = 1.0,
+                       style_weights: Sequence[float] | None = None, style_size: int | None = None) -> torch.Tensor:
+        """Content [3, H, W] in [0, 1] -> stylised [3, H, W] in [0, 1], at the content's size."""
+        if not 0.0 <= alpha <= 1.0:
+            raise AdaconvError(f"alpha must be in [0, 1], got {alpha}")
+        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        if not styles:
+            raise AdaconvError("no style image given")
+        codes = [self.encode_style(s, style_size=style_size) for s in styles]
+        if style_weights is None:
+            style_weights = [1.0] * len(codes)
+        if len(style_weights) != len(codes):
+            raise AdaconvError(f"{len(style_weights)} style weights for {len(codes)} styles")
+        if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
+            raise AdaconvError("style weights must be non-negative and not all zero")
+        code = codes[0] if len(codes) == 1 else blend_style_codes(codes, style_weights)
+        batch, (height, width) = pad_to_multiple(content[None].to(self.device))
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        features = self.model.encoder.encode(batch)
+        if alpha != 1.0:
+            own = self.model.own_style_code(batch, features)
+            code = blend_style_codes([own, code], [1.0 - alpha, alpha])
+        output = self.model.decode(features, code)
+        return output[0, :, :height, :width].float().clamp(0, 1).cpu()
+
+    def stylize(self, content, style, *, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
+                content_size: int | None = None, style_size: int | None = None) -> Image.Image:
+        """Stylise ``content`` with ``style`` (one image or a list to blend); returns a PIL RGB image.
+
+        Args:
+            content, style: paths, PIL images, HxWx3 arrays or [3, H, W] tensors in [0, 1].
+            alpha: content-style trade-off, 0 (content) to 1 (full style).
+            style_weights: blend weights when several styles are given (default: equal).
+            content_size: long side to process the content at (default: its own size, capped at 2048).
+            style_size: scale at which the style is read (the size of brush strokes).
+        """
+        image = to_tensor(content)
+        if content_size is not None:
+            image = resize_long_side(image, content_size)
+        elif max(image.shape[-2:]) > MAX_CONTENT_SIDE:
+            height, width = image.shape[-2:]
+            image = resize_long_side(image, MAX_CONTENT_SIDE)
+            warnings.warn(ContentResized(
+                f"content is {width}x{height}; processed at {image.shape[-1]}x{image.shape[-2]} "
+                f"(long side {MAX_CONTENT_SIDE}); pass --content-size to choose another size"), stacklevel=2)
+        if min(image.shape[-2:]) < 16:
+            raise AdaconvError(f"content image is too small ({image.shape[-1]}x{image.shape[-2]}); "
+                               "it needs at least 16 pixels on each side")
+        return tensor_to_pil(self.stylize_tensor(image, style, alpha=alpha, style_weights=style_weights,
+                                                 style_size=style_size))

@@ -1,0 +1,34 @@
+"""Training losses of both papers, in normalised VGG feature space (SPEC §2-3).
+
+Every ‖·‖² is a mean over elements (as the original code's MSE); L = L_content + λ·L_style, λ = 10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .modulation import mean_std
+
+FeatureStatistics = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def feature_statistics(features: Sequence[torch.Tensor]) -> FeatureStatistics:
+    """(μ, σ) per tap: all the style loss needs of the style image."""
+    return [mean_std(f) for f in features]
+
+
+def content_loss(output_relu4_1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """‖f(g(t)) − t‖² at relu4_1; the target is the AdaIN output t (AdaIN) or the content features (AdaConv)."""
+    return F.mse_loss(output_relu4_1, target)
+
+
+def style_loss(output_features: Sequence[torch.Tensor], style_statistics: FeatureStatistics) -> torch.Tensor:
+    """Σ over relu1_1..relu4_1 of ‖μ(f(out)) − μ(f(s))‖² + ‖σ(f(out)) − σ(f(s))‖²."""
+    total = output_features[0].new_zeros(())
+    for features, (style_mean, style_std) in zip(output_features, style_statistics):
+        mean, std = mean_std(features)
+        total = total + F.mse_loss(mean, style_mean) + F.mse_loss(std, style_std)
+    return total

@@ -1,0 +1,195 @@
+"""The two style-transfer networks: AdaIN (SPEC §2) and AdaConv (SPEC §3).
+
+Models are plain ``nn.Module``s: they know nothing about files, losses or command lines.
+Both split into ``encode_style`` (style image -> :class:`StyleCode`) and ``decode``
+(content features + style code -> image), so a style is encoded once and reused, and the
+test-time controls (α, interpolation, per-scale mixing) are operations on style codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from .decoder import SCALE_CHANNELS, Decoder
+from .encoder import VGGEncoder, shared_encoder
+from .kernel_prediction import GROUPS, KernelPredictor, StyleEncoder
+from .modulation import adain, adaptive_conv, identity_kernels, instance_normalize, mean_std
+
+MODEL_KINDS = ("adain", "adaconv")
+PARAMETRIZATIONS = ("residual", "paper")
+
+
+@dataclass
+class StyleCode:
+    """What a model keeps of a style image.
+
+    mean, std: channel statistics of its relu4_1 features, [B, 512, 1, 1] (AdaIN; AdaConv's
+        residual form uses them at the first scale).
+    descriptor: AdaConv's global style descriptor W, [B, 512, 3, 3]; None for AdaIN.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    descriptor: torch.Tensor | None = None
+
+    def detach(self) -> StyleCode:
+        return StyleCode(*(None if v is None else v.detach() for v in self._values()))
+
+    def _values(self):
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+def blend_style_codes(codes: Sequence[StyleCode], weights: Sequence[float]) -> StyleCode:
+    """Convex combination of style codes (style interpolation, and α against the content's own code).
+
+    For AdaIN, blending (μ, σ) with weights (1 − α, α) against the content's own statistics equals the
+    paper's feature interpolation (1 − α)·f(c) + α·AdaIN(f(c), f(s)), because both are affine in the
+    normalised content.
+    """
+    if len(codes) != len(weights) or not codes:
+        raise ValueError("need one weight per style code")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("style weights must sum to a positive number")
+    weights = [w / total for w in weights]
+    blended = []
+    for name in ("mean", "std", "descriptor"):
+        values = [getattr(code, name) for code in codes]
+        if any(v is None for v in values):
+            blended.append(None)
+        else:
+            blended.append(sum(w * v for w, v in zip(weights, values)))
+    return StyleCode(*blended)
+
+
+class StyleTransferModel(nn.Module):
+    """What both models share: the frozen encoder and the trainable decoder."""
+
+    kind: str
+
+    def __init__(self, encoder: VGGEncoder | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else shared_encoder()
+        self.decoder = Decoder()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen encoder: what a weights file holds."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("encoder.")]
+
+    def hyperparameters(self) -> dict:
+        return {}
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Images in [0, 1] -> stylised image (unclamped). ``style`` is prepared as the model expects."""
+        content_features = self.encoder.encode(content)
+        code = self.encode_style(style)
+        if alpha != 1.0:
+            code = blend_style_codes([self.own_style_code(content, content_features), code], [1 - alpha, alpha])
+        return self.decode(content_features, code)
+
+
+class AdaINModel(StyleTransferModel):
+    """Huang & Belongie 2017: decoder(AdaIN(f(c), f(s)))."""
+
+    kind = "adain"
+
+    def encode_style(self, style: torch.Tensor) -> StyleCode:
+        return self.style_code_from_features(self.encoder.encode(style))
+
+    @staticmethod
+    def style_code_from_features(relu4_1: torch.Tensor) -> StyleCode:
+        mean, std = mean_std(relu4_1)
+        return StyleCode(mean, std)
+
+    def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
+        """The content's own statistics: AdaIN with them is the identity (α = 0)."""
+        return self.style_code_from_features(content_features)
+
+    def decode(self, content_features: torch.Tensor, style: StyleCode) -> torch.Tensor:
+        return self.decoder(adain(content_features, style.mean, style.std))
+
+
+class AdaConvModel(StyleTransferModel):
+    """Chandran et al. 2021: a style encoder, four kernel predictors and an AdaConv layer per decoder scale.
+
+    ``parametrization="paper"`` is the paper's layer: predicted kernels applied to the instance-normalised
+    features. ``"residual"`` (ours, the default) adds the predicted kernels to a base that makes the layer
+    AdaIN at the first scale (1x1 kernel σ_s, bias μ_s) and the identity at the others (σ_x, μ_x of the
+    layer's own input), and starts the predictors at zero, so an untrained AdaConv equals the AdaIN model
+    whose decoder it was given and training begins from there rather than from noise.
+    """
+
+    kind = "adaconv"
+
+    def __init__(self, encoder: VGGEncoder | None = None, parametrization: str = "residual"):
+        super().__init__(encoder)
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
+        self.parametrization = parametrization
+        residual = parametrization == "residual"
+        self.style_encoder = StyleEncoder()
+        self.kernel_predictors = nn.ModuleList(
+            KernelPredictor(c, g, zero_init=residual) for c, g in zip(SCALE_CHANNELS, GROUPS))
+        for c, g in zip(SCALE_CHANNELS, GROUPS):
+            self.register_buffer(f"identity_spatial_{c}", identity_kernels(c, g, 3), persistent=False)
+            self.register_buffer(f"identity_pointwise_{c}", identity_kernels(c, g, 1), persistent=False)
+
+    def hyperparameters(self) -> dict:
+        return {"parametrization": self.parametrization}
+
+    def encode_style(self, style: torch.Tensor) -> StyleCode:
+        """``style``: [B, 3, 256, 256]."""
+        return self.style_code_from_features(self.encoder.encode(style))
+
+    def style_code_from_features(self, relu4_1: torch.Tensor) -> StyleCode:
+        mean, std = mean_std(relu4_1)
+        return StyleCode(mean, std, self.style_encoder(relu4_1))
+
+    def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
+        """The content image read as a style (resized to 256x256): α blends the descriptors."""
+        from .kernel_prediction import STYLE_IMAGE_SIZE
+        resized = nn.functional.interpolate(content, size=(STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE),
+                                            mode="bilinear", antialias=True, align_corners=False)
+        return self.encode_style(resized)
+
+    def modulate(self, scale: int, features: torch.Tensor, style: StyleCode) -> torch.Tensor:
+        """The AdaConv layer at the start of decoder scale ``scale``."""
+        predictor = self.kernel_predictors[scale]
+        spatial, pointwise, bias = predictor(style.descriptor)
+        normalized = instance_normalize(features)
+        if self.parametrization == "residual":
+            channels = predictor.channels
+            if scale == 0:
+                base_mean, base_std = style.mean, style.std
+            else:
+                base_mean, base_std = mean_std(features)
+            identity_spatial = getattr(self, f"identity_spatial_{channels}")
+            spatial = spatial + identity_spatial * base_std.view(-1, channels, 1, 1, 1)
+            pointwise = pointwise + getattr(self, f"identity_pointwise_{channels}")
+            bias = bias + base_mean.view(-1, channels)
+        return adaptive_conv(normalized, spatial, pointwise, bias, predictor.groups)
+
+    def decode(self, content_features: torch.Tensor, style: StyleCode | Sequence[StyleCode]) -> torch.Tensor:
+        """``style``: one code, or four (one per scale, coarse to fine) for per-scale style mixing."""
+        per_scale = [style] * len(SCALE_CHANNELS) if isinstance(style, StyleCode) else list(style)
+        if len(per_scale) != len(SCALE_CHANNELS):
+            raise ValueError(f"per-scale mixing needs {len(SCALE_CHANNELS)} style codes, got {len(per_scale)}")
+        return self.decoder(content_features, lambda scale, x: self.modulate(scale, x, per_scale[scale]))
+
+
+def build_model(kind: str, encoder: VGGEncoder | None = None, **hyperparameters) -> StyleTransferModel:
+    """The one constructor for every model kind (``"adain"`` or ``"adaconv"``)."""
+    if kind == "adain":
+        if hyperparameters:
+            raise ValueError(f"AdaIN takes no hyper-parameters, got {sorted(hyperparameters)}")
+        return AdaINModel(encoder)
+    if kind == "adaconv":
+        return AdaConvModel(encoder, **hyperparameters)
+    raise ValueError(f"unknown model {kind!r}: choose one of {', '.join(MODEL_KINDS)}")

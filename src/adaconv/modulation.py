@@ -1,0 +1,70 @@
+"""Feature modulation: adaptive convolution (AdaConv, SPEC §3) and its 1x1 special case, AdaIN (SPEC §2).
+
+Pure tensor functions. AdaIN(x, y) = σ_y · (x − μ_x) / σ_x + μ_y is an adaptive convolution of the
+instance-normalised x with a 1x1 depthwise kernel σ_y, an identity pointwise kernel and a bias μ_y;
+``tests/test_modulation.py`` checks that identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5
+
+
+def mean_std(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and σ = sqrt(var + 1e-5) (population variance), shapes [B, C, 1, 1].
+
+    sqrt(var + eps), never std + eps: the latter has an infinite gradient on constant channels (SPEC §5).
+    """
+    var, mean = torch.var_mean(features, dim=(2, 3), keepdim=True, unbiased=False)
+    return mean, (var + EPS).sqrt()
+
+
+def instance_normalize(features: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit σ per sample and channel."""
+    mean, std = mean_std(features)
+    return (features - mean) / std
+
+
+def adain(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor) -> torch.Tensor:
+    """Adaptive instance normalisation: the content's channel statistics replaced by the style's."""
+    mean, std = mean_std(content)
+    scale = style_std / std
+    return content * scale + (style_mean - mean * scale)
+
+
+def adaptive_conv(features: torch.Tensor, spatial_kernels: torch.Tensor,
+                  pointwise_kernels: torch.Tensor | None, biases: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per-sample grouped convolution with predicted kernels (the AdaConv layer without its normalisation).
+
+    Args:
+        features: [B, C, H, W], usually instance-normalised.
+        spatial_kernels: [B, C, C/groups, k, k] depthwise-separable spatial kernels (k odd; reflection padding).
+        pointwise_kernels: [B, C, C/groups, 1, 1] or None for no channel mixing.
+        biases: [B, C].
+        groups: channel groups per sample.
+
+    The batch is folded into the groups (input viewed as [1, B·C, H, W], B·groups groups), so a
+    whole batch is one convolution call, with no Python loop over samples.
+    """
+    batch, channels, height, width = features.shape
+    size = spatial_kernels.shape[-1]
+    per_group = channels // groups
+    x = features.reshape(1, batch * channels, height, width)
+    if size > 1:
+        x = F.pad(x, (size // 2,) * 4, mode="reflect")
+    x = F.conv2d(x, spatial_kernels.reshape(batch * channels, per_group, size, size), groups=batch * groups)
+    if pointwise_kernels is not None:
+        x = F.conv2d(x, pointwise_kernels.reshape(batch * channels, per_group, 1, 1), groups=batch * groups)
+    return x.reshape(batch, channels, height, width) + biases.reshape(batch, channels, 1, 1)
+
+
+def identity_kernels(channels: int, groups: int, size: int, *, dtype=None, device=None) -> torch.Tensor:
+    """The grouped kernel [C, C/groups, size, size] for which a grouped convolution is the identity."""
+    per_group = channels // groups
+    kernel = torch.zeros(channels, per_group, size, size, dtype=dtype, device=device)
+    index = torch.arange(channels, device=device)
+    kernel[index, index % per_group, size // 2, size // 2] = 1.0
+    return kernel

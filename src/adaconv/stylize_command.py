@@ -1,0 +1,118 @@
+"""``adaconv stylize``: one content to one file, or many contents (files, folders, globs) to a folder."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import AdaconvError, ImageError
+from .imageio import IMAGE_SUFFIXES, WRITABLE_FORMATS, check_output_path, list_images, save_image
+from .inference import MAX_CONTENT_SIDE, Stylizer
+
+EXIT_OK, EXIT_PARTIAL = 0, 1
+
+
+def expand_contents(items: list[str]) -> tuple[list[Path], bool]:
+    """Files, folders and globs -> content paths; the flag says whether this is a batch (output is a folder)."""
+    paths: list[Path] = []
+    batch = len(items) > 1
+    for item in items:
+        if item == "-":
+            paths.append(Path("-"))
+        elif any(ch in item for ch in "*?[") and not Path(item).exists():
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True)
+                             if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise ImageError(f"{item}: no images match")
+            paths += matches
+            batch = True
+        elif Path(item).is_dir():
+            found = list_images(item)
+            if not found:
+                raise ImageError(f"{item}: folder holds no images")
+            paths += found
+            batch = True
+        else:
+            paths.append(Path(item))  # a missing file is reported when it is read
+    return paths, batch
+
+
+def parse_style_weights(text: str | None, count: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise AdaconvError(f"--style-weights {text}: expected comma-separated numbers") from None
+    if len(weights) != count:
+        raise AdaconvError(f"--style-weights gives {len(weights)} weights for {count} styles")
+    return weights
+
+
+def load_stylizer(args) -> Stylizer:
+    if args.weights:
+        return Stylizer.from_weights(args.weights, model=args.model, device=args.device)
+    if args.model:
+        return Stylizer.from_pretrained(args.model, device=args.device)
+    return Stylizer.from_pretrained(device=args.device)
+
+
+def stylize_command(args) -> int:
+    contents, batch = expand_contents(args.content)
+    weights = parse_style_weights(args.style_weights, len(args.style))
+    output = Path(args.output)
+    if batch:
+        if output.suffix.lower() in WRITABLE_FORMATS or str(output) == "-":
+            raise AdaconvError(f"{output}: several contents need an output folder, not a file")
+        if output.exists() and not output.is_dir():
+            raise AdaconvError(f"{output}: exists and is not a folder")
+    else:
+        check_output_path(output)
+    for style in args.style:
+        if style != "-" and Path(style).is_dir():
+            raise ImageError(f"{style}: is a directory, not a style image")
+    stylizer = load_stylizer(args)
+    started = time.perf_counter()
+    for style in args.style:  # read every style up front: a bad style fails before any output is written
+        stylizer.encode_style(style, style_size=args.style_size)
+    notes: list[str] = []
+    results, failures = [], []
+
+    def run_one(content: Path, target: Path) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            image = stylizer.stylize(content, args.style, alpha=args.alpha, style_weights=weights,
+                                     content_size=args.content_size, style_size=args.style_size)
+        notes.extend(str(w.message) for w in caught)
+        save_image(image, target)
+        results.append({"content": str(content), "output": str(target), "size": list(image.size)})
+
+    if not batch:
+        run_one(contents[0], output)
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        style_stem = "+".join(Path(s).stem for s in args.style)
+        show = not args.quiet and sys.stderr.isatty()
+        for content in tqdm(contents, disable=not show, desc="stylize", unit="img"):
+            target = output / f"{content.stem}__{style_stem}.png"
+            try:
+                run_one(content, target)
+            except AdaconvError as error:
+                failures.append({"content": str(content), "error": str(error)})
+    if not args.quiet:
+        for note in notes:
+            print(f"adaconv stylize: note: {note}", file=sys.stderr)
+        for failure in failures:
+            print(f"adaconv stylize: failed: {failure['error']}", file=sys.stderr)
+    if args.json:
+        summary = {"model": stylizer.kind, "weights": stylizer.info.get("path"), "outputs": results,
+                   "failed": failures, "seconds": round(time.perf_counter() - started, 3),
+                   "max_content_side": MAX_CONTENT_SIDE}
+        print(json.dumps(summary, indent=2))
+    return EXIT_PARTIAL if failures else EXIT_OK

@@ -1,0 +1,439 @@
+"""Training both models (SPEC §4): resumable, time-limited, multi-process, and fast on a CPU.
+
+A run lives in one folder: ``checkpoint.pt`` (model, optimiser, schedule, iteration; written atomically
+every ``checkpoint_every`` steps and at the time limit), ``log.csv`` (scalars), ``losses.png`` (curves)
+and ``samples/`` (contact sheets of fixed content x style pairs). Batches are a pure function of
+(seed, rank, step), so ``--resume`` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .contact_sheet import contact_sheet
+from .data import BatchPrefetcher, ImageBank, ShuffledIndices, random_crops, whole_images
+from .devices import pick_device
+from .errors import AdaconvError, WeightsError
+from .imageio import list_images, to_tensor, write_atomically
+from .kernel_prediction import STYLE_IMAGE_SIZE
+from .losses import content_loss, feature_statistics, style_loss
+from .models import StyleTransferModel, build_model
+from .modulation import adain
+from .preprocessing import center_crop, prepare_style, resize_short_side
+from .weights import load_trainable_tensors, read_weights, save_weights
+
+CHECKPOINT = "checkpoint.pt"
+LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
+              "seconds_per_step", "data_wait_fraction", "wall_seconds")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    content: str
+    style: str
+    out: str
+    iterations: int = 160_000
+    batch_size: int = 8
+    crop_size: int = 128
+    lr: float = 1e-4
+    lr_decay: float = 5e-5
+    style_weight: float = 10.0
+    device: str = "auto"
+    threads: int | None = None
+    time_limit: float | None = None   # minutes
+    resume: bool = False
+    init: str | None = None
+    seed: int = 0
+    parametrization: str = "residual"
+    checkpoint_every: int = 100
+    sample_every: int = 500
+    log_every: int = 10
+    max_images: int | None = None     # cap per folder (tests, quick experiments)
+    progress: bool | None = None      # None: a bar when attached to a terminal
+
+
+class TrainingObjective(nn.Module):
+    """One forward pass of training: images -> (total loss, content loss, style loss).
+
+    The frozen encoder runs on the content and style under no_grad; only the pass over the output
+    keeps a graph (for the input gradient; VGG's weights need none).
+    """
+
+    def __init__(self, model: StyleTransferModel, style_weight: float):
+        super().__init__()
+        self.model = model
+        self.style_weight = style_weight
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor):
+        model, encoder = self.model, self.model.encoder
+        with torch.no_grad():
+            content_features = encoder.encode(content)
+            style_features = encoder(style)
+            style_stats = feature_statistics(style_features)
+        if model.kind == "adain":
+            target = adain(content_features, *style_stats[-1])
+            output = model.decoder(target)
+        else:
+            target = content_features
+            output = model.decode(content_features, model.style_code_from_features(style_features[-1]))
+        output_features = encoder(output)
+        loss_c = content_loss(output_features[-1], target)
+        loss_s = style_loss(output_features, style_stats)
+        return loss_c + self.style_weight * loss_s, loss_c.detach(), loss_s.detach()
+
+
+def learning_rate_factor(decay: float):
+    """The papers' schedule: lr / (1 + decay · iteration)."""
+    return lambda iteration: 1.0 / (1.0 + decay * iteration)
+
+
+def example_images() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The public-domain examples shipped in the package: fixed pairs for training contact sheets."""
+    root = Path(str(resources.files("adaconv") / "assets" / "examples"))
+    contents = [to_tensor(p) for p in list_images(root / "content")]
+    styles = [to_tensor(p) for p in list_images(root / "style")]
+    return contents, styles
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.distributed = self.world_size > 1
+        self.device = pick_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+            if self.device.type == "cuda":
+                local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+        self.out = Path(config.out)
+        self.is_main = self.rank == 0
+        if self.is_main:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+        hyperparameters = {"parametrization": config.parametrization} if config.model == "adaconv" else {}
+        try:
+            self.model = build_model(config.model, **hyperparameters)
+        except ValueError as error:
+            raise AdaconvError(str(error)) from None
+        self.model.to(self.device, memory_format=torch.channels_last)
+        self.objective = TrainingObjective(self.model, config.style_weight)
+        params = self.model.trainable_parameters()
+        self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config.lr_decay))
+        self.iteration = 0
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
+        self.provenance: dict = {"init": None}
+        checkpoint = self.out / CHECKPOINT
+        if config.resume and checkpoint.exists():
+            self._load_checkpoint(checkpoint)
+        elif config.resume:
+            raise AdaconvError(f"--resume: no checkpoint in {self.out} (start without --resume, or --init WEIGHTS)")
+        elif checkpoint.exists():
+            raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
+        elif config.init:
+            self._warm_start(config.init)
+        self.step_module = self.objective
+        if self.distributed:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # -- state -----------------------------------------------------------------------------------
+    def _warm_start(self, path: str) -> None:
+        tensors, metadata = read_weights(path)
+        source = metadata["model"]
+        if source == self.model.kind:
+            load_trainable_tensors(self.model, tensors, source=path)
+        elif source == "adain" and self.model.kind == "adaconv":
+            load_trainable_tensors(self.model, tensors, source=path, prefixes=("decoder.",))
+        else:
+            raise WeightsError(f"{path}: cannot warm-start {self.model.kind} from {source} weights")
+        self.provenance["init"] = {"path": str(path), "model": source,
+                                   "provenance": json.loads(metadata.get("provenance", "{}"))}
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as error:  # a damaged checkpoint is a user-facing problem, not a crash
+            raise AdaconvError(f"{path}: cannot read checkpoint ({error})") from None
+        if state.get("model_kind") != self.model.kind:
+            raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.model.kind}")
+        load_trainable_tensors(self.model, state["model"], source=path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = state["iteration"]
+        self.elapsed_before = state.get("train_seconds", 0.0)
+        self.provenance = state.get("provenance", self.provenance)
+
+    def save_checkpoint(self, train_seconds: float) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "model_kind": self.model.kind,
+            "hyperparameters": self.model.hyperparameters(),
+            "model": self.model.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "iteration": self.iteration,
+            "images_seen": self.images_seen,
+            "train_seconds": train_seconds,
+            "config": dataclasses.asdict(self.config),
+            "world_size": self.world_size,
+            "provenance": self.provenance,
+            "encoder_normalization": self.model.encoder.normalisation_id,
+        }
+        write_atomically(self.out / CHECKPOINT, lambda handle: torch.save(state, handle))
+
+    @property
+    def images_seen(self) -> int:
+        return self.iteration * self.config.batch_size * self.world_size
+
+    # -- data ------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        config = self.config
+        show = self._show_progress()
+        longest = math.ceil(config.crop_size * 1.25)
+        self.contents = ImageBank.load(config.content, short_side=longest, limit=config.max_images, progress=show)
+        if config.model == "adaconv":
+            self.styles = ImageBank.load(config.style, square=STYLE_IMAGE_SIZE, limit=config.max_images,
+                                         progress=show)
+        else:
+            self.styles = ImageBank.load(config.style, short_side=longest, limit=config.max_images, progress=show)
+        seed = config.seed * 1000 + self.rank
+        self.content_order = ShuffledIndices(len(self.contents), seed)
+        self.style_order = ShuffledIndices(len(self.styles), seed + 500)
+        skipped = len(self.contents.skipped) + len(self.styles.skipped)
+        if skipped and self.is_main:
+            print(f"adaconv train: skipped {skipped} unreadable images", file=sys.stderr)
+
+    def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.config
+        generator = torch.Generator().manual_seed((config.seed * 1_000_003 + self.rank) * 10_000_019 + step)
+        start = step * config.batch_size
+        contents = [self.contents.images[i] for i in self.content_order.take(start, config.batch_size)]
+        styles = [self.styles.images[i] for i in self.style_order.take(start, config.batch_size)]
+        content = random_crops(contents, config.crop_size, generator)
+        if config.model == "adaconv":
+            style = whole_images(styles, generator)
+        else:
+            style = random_crops(styles, config.crop_size, generator)
+        return content, style
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _show_progress(self) -> bool:
+        if self.config.progress is not None:
+            return self.config.progress and self.is_main
+        return self.is_main and sys.stderr.isatty()
+
+    def train(self) -> dict:
+        config = self.config
+        self.load_data()
+        started = time.monotonic()
+        limit = config.time_limit * 60 if config.time_limit else math.inf
+        prefetcher = BatchPrefetcher(self.make_batch, self.iteration)
+        log_path = self.out / "log.csv"
+        if self.is_main:
+            self._trim_log(log_path)
+        use_bf16 = self.device.type == "cuda"
+        bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
+                   unit="step", dynamic_ncols=True)
+        window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
+        step_seconds = None
+        last_checkpoint_seconds = 5.0
+        stop_reason = "iterations"
+        self.model.train()
+        try:
+            while self.iteration < config.iterations:
+                spent = time.monotonic() - started
+                expected = (step_seconds or 0.0) * 1.5 + last_checkpoint_seconds
+                if spent + expected > limit:
+                    stop_reason = "time limit"
+                    break
+                step_started = time.perf_counter()
+                wait_before = prefetcher.wait_seconds
+                content, style = prefetcher.get(self.iteration)
+                content = content.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+                style = style.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, loss_c, loss_s = self.step_module(content, style)
+                if not torch.isfinite(loss):
+                    raise AdaconvError(f"training diverged at iteration {self.iteration} (loss {loss.item()}); "
+                                       "resume from the last checkpoint with a lower --lr")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.iteration += 1
+                seconds = time.perf_counter() - step_started
+                step_seconds = seconds if step_seconds is None else 0.9 * step_seconds + 0.1 * seconds
+                window["loss"] += loss.item()
+                window["content"] += loss_c.item()
+                window["style"] += loss_s.item()
+                window["n"] += 1
+                window["seconds"] += seconds
+                window["wait"] += prefetcher.wait_seconds - wait_before
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", c=f"{loss_c.item():.3f}", s=f"{loss_s.item():.3f}")
+                if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
+                    self._log(log_path, window, started)
+                    window = dict.fromkeys(window, 0.0)
+                if self.iteration % config.checkpoint_every == 0:
+                    last_checkpoint_seconds = self._checkpoint(started)
+                if self.is_main and config.sample_every and self.iteration % config.sample_every == 0:
+                    self.write_samples()
+        finally:
+            prefetcher.close()
+            bar.close()
+        if window["n"]:
+            self._log(log_path, window, started)
+        self._checkpoint(started)
+        if self.is_main:
+            self.write_samples()
+            plot_losses(log_path, self.out / "losses.png")
+        summary = {"iteration": self.iteration, "images_seen": self.images_seen, "stopped_by": stop_reason,
+                   "session_seconds": round(time.monotonic() - started, 1),
+                   "data_wait_seconds": round(prefetcher.wait_seconds, 2)}
+        if self.distributed:
+            dist.barrier()
+        return summary
+
+    def _checkpoint(self, started: float) -> float:
+        began = time.perf_counter()
+        if self.distributed:
+            dist.barrier()
+        self.save_checkpoint(self.elapsed_before + time.monotonic() - started)
+        return time.perf_counter() - began
+
+    def _trim_log(self, path: Path) -> None:
+        """On resume, drop log rows past the checkpoint, so the log matches the weights."""
+        if not path.exists():
+            with open(path, "w", newline="") as file:
+                csv.writer(file).writerow(LOG_FIELDS)
+            return
+        with open(path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        kept = [r for r in rows if int(r["iteration"]) <= self.iteration]
+        if len(kept) != len(rows):
+            with open(path, "w", newline="") as file:
+                writer = csv.DictWriter(file, LOG_FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+    def _log(self, path: Path, window: dict, started: float) -> None:
+        if not self.is_main or not window["n"]:
+            return
+        n = window["n"]
+        row = [self.iteration, self.images_seen, f"{window['loss'] / n:.5f}", f"{window['content'] / n:.5f}",
+               f"{window['style'] / n:.5f}", f"{self.scheduler.get_last_lr()[0]:.3e}",
+               f"{window['seconds'] / n:.3f}", f"{window['wait'] / max(window['seconds'], 1e-9):.4f}",
+               f"{self.elapsed_before + time.monotonic() - started:.1f}"]
+        with open(path, "a", newline="") as file:
+            csv.writer(file).writerow(row)
+        if not self._show_progress() and self.iteration % (self.config.log_every * 10) == 0:
+            print(f"iteration {self.iteration}: loss {row[2]} (content {row[3]}, style {row[4]}), "
+                  f"{row[6]} s/step, data wait {float(row[7]):.1%}", flush=True)
+
+    @torch.no_grad()
+    def write_samples(self, size: int = 192) -> None:
+        """A contact sheet of the shipped example contents x styles at this iteration."""
+        contents, styles = example_images()
+        contents = [center_crop(resize_short_side(c, size), size, size) for c in contents]
+        model = self.model
+        was_training = model.training
+        model.eval()
+        rows = []
+        batch = torch.stack(contents).to(self.device, memory_format=torch.channels_last)
+        features = model.encoder.encode(batch)
+        for style in styles:
+            prepared = prepare_style(style, model.kind, None if model.kind == "adaconv" else size)
+            code = model.encode_style(prepared[None].to(self.device))
+            code.mean, code.std = (t.expand(len(contents), -1, -1, -1) for t in (code.mean, code.std))
+            if code.descriptor is not None:
+                code.descriptor = code.descriptor.expand(len(contents), -1, -1, -1)
+            rows.append(model.decode(features, code).float().clamp(0, 1).cpu())
+        model.train(was_training)
+        cells = [[rows[s][c] for s in range(len(styles))] for c in range(len(contents))]
+        sheet = contact_sheet(cells, column_headers=styles, row_headers=contents, cell=size,
+                              title=f"{model.kind} iteration {self.iteration}")
+        target = self.out / "samples" / f"iteration_{self.iteration:07d}.png"
+        write_atomically(target, lambda handle: sheet.save(handle, format="PNG"))
+
+
+def plot_losses(log_path: Path, target: Path) -> None:
+    """Loss curves (total, content, style) against iterations, as a PNG."""
+    with open(log_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = [int(r["iteration"]) for r in rows]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for axis, key in zip(axes, ("loss", "content_loss", "style_loss")):
+        axis.plot(iterations, [float(r[key]) for r in rows], linewidth=0.8)
+        axis.set_title(key.replace("_", " "))
+        axis.set_xlabel("iteration")
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(target.with_suffix(".tmp.png"), dpi=100)
+    plt.close(figure)
+    os.replace(target.with_suffix(".tmp.png"), target)
+
+
+def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16") -> dict:
+    """A run's checkpoint -> the package's weights file, with how it was trained in the metadata."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise AdaconvError(f"{run_dir}: no {CHECKPOINT} (is it a training run folder?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise AdaconvError(f"{path}: cannot read checkpoint ({error})") from None
+    dtypes = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise AdaconvError(f"--dtype {dtype}: choose one of {', '.join(dtypes)}")
+    model = build_model(state["model_kind"], **state.get("hyperparameters", {}))
+    load_trainable_tensors(model, state["model"], source=path)
+    config = state["config"]
+    provenance = {
+        "iterations": state["iteration"],
+        "images_seen": state["images_seen"],
+        "crop_size": config["crop_size"],
+        "batch_size": config["batch_size"] * state.get("world_size", 1),
+        "style_weight": config["style_weight"],
+        "lr": config["lr"],
+        "lr_decay": config["lr_decay"],
+        "content_data": config["content"],
+        "style_data": config["style"],
+        "train_seconds": round(state.get("train_seconds", 0.0)),
+        "init": state.get("provenance", {}).get("init"),
+        "exported": datetime.date.today().isoformat(),
+        "dtype": dtype,
+    }
+    save_weights(model, out, dtype=dtypes[dtype], provenance=provenance)
+    return provenance

@@ -1,0 +1,122 @@
+"""The package's weights format: safetensors holding a model's trainable tensors and its provenance.
+
+The metadata (all strings, as safetensors requires) says which model the file is for, its
+hyper-parameters, how it was trained (iterations, images seen, crop size, λ, data, date) and which
+encoder normalisation it was trained with. Loading refuses, with one line, a file that is missing,
+damaged, not ours, or for another model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from .encoder import VGGEncoder
+from .errors import WeightsError
+from .imageio import write_atomically
+from .models import MODEL_KINDS, StyleTransferModel, build_model
+
+FORMAT_NAME = "adaconv-weights"
+FORMAT_VERSION = "1"
+
+
+def save_weights(model: StyleTransferModel, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                 provenance: dict | None = None) -> None:
+    """Write ``model``'s trainable tensors (optionally cast, e.g. to fp16) and metadata, atomically."""
+    tensors = {}
+    for name, tensor in model.trainable_state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.kind,
+        "hyperparameters": json.dumps(model.hyperparameters(), sort_keys=True),
+        "encoder_normalization": model.encoder.normalisation_id,
+        "provenance": json.dumps(provenance or {}, sort_keys=True),
+    }
+    data = safetensors_bytes(tensors, metadata=metadata)
+    write_atomically(Path(path), lambda handle: handle.write(data))
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a weights file, or a one-line :class:`WeightsError`."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a weights file")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            if metadata.get("format") != FORMAT_NAME:
+                raise WeightsError(f"{path}: not an adaconv weights file (no '{FORMAT_NAME}' metadata)")
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+    except SafetensorError as error:
+        raise WeightsError(f"{path}: damaged or not a safetensors file ({error})") from None
+    except (OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(f"{path}: cannot read weights ({error})") from None
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(f"{path}: weights format version {metadata.get('format_version')!r} is not supported "
+                           f"(this adaconv reads version {FORMAT_VERSION})")
+    if metadata.get("model") not in MODEL_KINDS:
+        raise WeightsError(f"{path}: unknown model {metadata.get('model')!r} in the weights file")
+    return tensors, metadata
+
+
+def model_from_weights(path: str | os.PathLike, *, expected_kind: str | None = None,
+                       encoder: VGGEncoder | None = None) -> tuple[StyleTransferModel, dict]:
+    """Build the model a weights file describes and load it; returns (model in fp32, eval mode; info)."""
+    tensors, metadata = read_weights(path)
+    kind = metadata["model"]
+    if expected_kind is not None and kind != expected_kind:
+        raise WeightsError(f"{path}: holds {kind} weights, but the {expected_kind} model was asked for")
+    try:
+        hyperparameters = json.loads(metadata.get("hyperparameters", "{}"))
+        provenance = json.loads(metadata.get("provenance", "{}"))
+        model = build_model(kind, encoder, **hyperparameters)
+    except (ValueError, TypeError) as error:
+        raise WeightsError(f"{path}: bad hyper-parameters in the weights file ({error})") from None
+    if metadata.get("encoder_normalization") != model.encoder.normalisation_id:
+        raise WeightsError(f"{path}: trained with encoder normalisation {metadata.get('encoder_normalization')}, "
+                           f"but this adaconv has {model.encoder.normalisation_id}")
+    load_trainable_tensors(model, tensors, source=path)
+    model.eval()
+    info = {"model": kind, "hyperparameters": hyperparameters, "provenance": provenance, "path": str(path)}
+    return model, info
+
+
+def load_trainable_tensors(model: StyleTransferModel, tensors: dict[str, torch.Tensor], *,
+                           source: str | os.PathLike, prefixes: tuple[str, ...] | None = None) -> None:
+    """Copy tensors into ``model`` (cast to its dtype), checking names and shapes.
+
+    ``prefixes`` restricts the copy to some submodules (e.g. ``("decoder.",)`` to warm-start AdaConv from
+    AdaIN); without it the file must match the model's trainable tensors exactly.
+    """
+    own = model.trainable_state_dict()
+    wanted = {k for k in own if prefixes is None or k.startswith(prefixes)}
+    offered = {k for k in tensors if prefixes is None or k.startswith(prefixes)}
+    missing, unexpected = sorted(wanted - offered), sorted(offered - wanted)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise WeightsError(f"{source}: does not fit the {model.kind} model ({detail})")
+    for name in sorted(wanted):
+        if tensors[name].shape != own[name].shape:
+            raise WeightsError(f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                               f"the model needs {tuple(own[name].shape)}")
+    with torch.no_grad():
+        for name in wanted:
+            own[name].copy_(tensors[name].to(own[name].dtype))
+
+
+def shipped_weights_path(kind: str) -> Path:
+    """Where the package keeps its trained weights for ``kind``."""
+    return Path(str(resources.files("adaconv") / "weights" / f"{kind}.safetensors"))
