@@ -107,7 +107,9 @@ class VGGEncoder(nn.Module):
                 block.append(nn.MaxPool2d(2, 2))
                 continue
             name, cin, cout = layer
-            conv = nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding_mode)
+            # skip_init: the weights are overwritten below, and building the encoder must not consume
+            # the global RNG (a model's initialisation would then depend on whether an encoder existed)
+            conv = nn.utils.skip_init(nn.Conv2d, cin, cout, 3, padding=1, padding_mode=padding_mode)
             weight, bias = (t.clone() for t in weights[name])
             if incoming_scale is not None:  # undo the previous tap's division for the layers after it
                 weight = weight * incoming_scale.view(1, -1, 1, 1)

@@ -14,6 +14,7 @@ import datetime
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -155,8 +156,10 @@ class Trainer:
             self._warm_start(config.init)
         self.step_module = self.objective
         if self.distributed:
+            # buffers are constants (the encoder's mean, AdaConv's identity kernels): nothing to broadcast
             self.step_module = nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
 
     # -- state -----------------------------------------------------------------------------------
     def _warm_start(self, path: str) -> None:
@@ -261,9 +264,14 @@ class Trainer:
         step_seconds = None
         last_checkpoint_seconds = 5.0
         stop_reason = "iterations"
+        stop_signal: list[str] = []
+        previous_handlers = self._catch_stop_signals(stop_signal)
         self.model.train()
         try:
             while self.iteration < config.iterations:
+                if stop_signal:
+                    stop_reason = stop_signal[0]
+                    break
                 spent = time.monotonic() - started
                 expected = (step_seconds or 0.0) * 1.5 + last_checkpoint_seconds
                 if spent + expected > limit:
@@ -304,6 +312,8 @@ class Trainer:
         finally:
             prefetcher.close()
             bar.close()
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
         if window["n"]:
             self._log(log_path, window, started)
         self._checkpoint(started)
@@ -312,10 +322,24 @@ class Trainer:
             plot_losses(log_path, self.out / "losses.png")
         summary = {"iteration": self.iteration, "images_seen": self.images_seen, "stopped_by": stop_reason,
                    "session_seconds": round(time.monotonic() - started, 1),
-                   "data_wait_seconds": round(prefetcher.wait_seconds, 2)}
+                   "data_wait_seconds": round(prefetcher.wait_seconds, 2),
+                   "rank": self.rank, "weights_checksum": weights_checksum(self.model)}
         if self.distributed:
             dist.barrier()
         return summary
+
+    @staticmethod
+    def _catch_stop_signals(flag: list[str]) -> dict:
+        """SIGTERM / SIGINT end the run after the current step, with a checkpoint (main thread only)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, lambda signum, frame: flag.append(signal.Signals(signum).name))
+        return previous
 
     def _checkpoint(self, started: float) -> float:
         began = time.perf_counter()
@@ -377,6 +401,17 @@ class Trainer:
                               title=f"{model.kind} iteration {self.iteration}")
         target = self.out / "samples" / f"iteration_{self.iteration:07d}.png"
         write_atomically(target, lambda handle: sheet.save(handle, format="PNG"))
+
+
+def weights_checksum(model: StyleTransferModel) -> str:
+    """A fingerprint of the trainable weights: ranks of a multi-process run must agree on it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.trainable_state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def plot_losses(log_path: Path, target: Path) -> None:

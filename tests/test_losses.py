@@ -1,0 +1,22 @@
+import torch
+
+from adaconv.losses import content_loss, feature_statistics, style_loss
+
+
+def test_losses_are_zero_for_identical_features():
+    torch.manual_seed(0)
+    features = [torch.rand(2, c, s, s) for c, s in ((4, 16), (8, 8))]
+    assert style_loss(features, feature_statistics(features)).item() == 0.0
+    assert content_loss(features[1], features[1].clone()).item() == 0.0
+
+
+def test_style_loss_by_hand():
+    output = [torch.zeros(1, 1, 2, 2)]
+    style = [torch.tensor([0.0, 2.0, 0.0, 2.0]).view(1, 1, 2, 2)]  # mean 1, population variance 1
+    sigma_style, sigma_output = (1 + 1e-5) ** 0.5, 1e-5 ** 0.5
+    expected = (0.0 - 1.0) ** 2 + (sigma_output - sigma_style) ** 2
+    assert abs(style_loss(output, feature_statistics(style)).item() - expected) < 1e-6
+
+
+def test_content_loss_is_a_mean_not_a_sum():
+    assert content_loss(torch.zeros(1, 2, 4, 4), torch.full((1, 2, 4, 4), 3.0)).item() == 9.0

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from adaconv.decoder import SCALE_CHANNELS
+from adaconv.kernel_prediction import GROUPS
+from adaconv.models import AdaConvModel, blend_style_codes, build_model
+from adaconv.modulation import adain, mean_std
+
+
+def conv_params(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+DECODER_PARAMS = sum(conv_params(a, b, 3) for a, b in [
+    (512, 256), (256, 256), (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64), (64, 3)])
+
+
+def test_adain_parameter_count_matches_the_spec():
+    assert sum(p.numel() for p in build_model("adain").trainable_parameters()) == DECODER_PARAMS
+
+
+def test_adaconv_parameter_count_matches_the_spec():
+    style_encoder = 3 * conv_params(512, 512, 3) + (512 * 4 * 4) * (512 * 3 * 3) + 512 * 3 * 3
+    predictors = 0
+    for channels, groups in zip(SCALE_CHANNELS, GROUPS):
+        per_group = channels // groups
+        predictors += conv_params(512, channels * per_group, 3)   # spatial kernels
+        predictors += conv_params(512, channels * per_group, 1)   # pointwise kernels
+        predictors += conv_params(512, channels, 1)               # biases
+    model = build_model("adaconv")
+    assert sum(p.numel() for p in model.trainable_parameters()) == DECODER_PARAMS + style_encoder + predictors
+
+
+def test_output_shapes():
+    torch.manual_seed(0)
+    content, style = torch.rand(1, 3, 256, 256), torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        assert build_model("adain")(content, style).shape == (1, 3, 256, 256)
+        assert build_model("adaconv")(content, style).shape == (1, 3, 256, 256)
+        wide = torch.rand(2, 3, 64, 120)
+        assert build_model("adaconv", parametrization="paper")(wide, torch.rand(2, 3, 256, 256)).shape == wide.shape
+
+
+@pytest.mark.parametrize("kind,extra", [("adain", {}), ("adaconv", {"parametrization": "paper"})])
+def test_gradients_reach_every_trainable_parameter_and_not_vgg(kind, extra):
+    torch.manual_seed(0)
+    model = build_model(kind, **extra)
+    size = 256 if kind == "adaconv" else 64
+    output = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, size, size))
+    output.square().mean().backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith("encoder."):
+            assert parameter.grad is None, name
+        else:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_residual_adaconv_starts_as_the_adain_model():
+    """With the decoder of an AdaIN model and zero-initialised predictors, AdaConv is that AdaIN model."""
+    torch.manual_seed(3)
+    adain_model = build_model("adain")
+    adaconv_model = build_model("adaconv", parametrization="residual")
+    adaconv_model.decoder.load_state_dict(adain_model.decoder.state_dict())
+    content, style = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        content_features = adain_model.encoder.encode(content)
+        style_features = adain_model.encoder.encode(style)
+        expected = adain_model.decoder(adain(content_features, *mean_std(style_features)))
+        actual = adaconv_model.decode(content_features, adaconv_model.style_code_from_features(style_features))
+    assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_blending_one_style_with_weight_one_gives_that_style():
+    model = build_model("adaconv")
+    with torch.no_grad():
+        a = model.encode_style(torch.rand(1, 3, 256, 256))
+        b = model.encode_style(torch.rand(1, 3, 256, 256))
+    blended = blend_style_codes([a, b], [1.0, 0.0])
+    assert torch.equal(blended.descriptor, a.descriptor) and torch.equal(blended.std, a.std)
+
+
+def test_alpha_zero_reconstructs_through_the_content_statistics():
+    """AdaIN with α = 0 decodes the content features unchanged (AdaIN with its own statistics)."""
+    torch.manual_seed(0)
+    model = build_model("adain")
+    content = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.decoder(model.encoder.encode(content))
+        actual = model(content, torch.rand(1, 3, 64, 64), alpha=0.0)
+    assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_unknown_model_and_parametrization_are_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("gatys")
+    with pytest.raises(ValueError, match="parametrization"):
+        AdaConvModel(parametrization="other")

@@ -1,0 +1,63 @@
+import torch
+
+from adaconv.modulation import adain, adaptive_conv, identity_kernels, instance_normalize, mean_std
+
+
+def test_mean_std_by_hand():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    mean, std = mean_std(x)
+    assert mean.item() == 2.5
+    assert torch.allclose(std, torch.tensor(1.25 + 1e-5).sqrt().view(1, 1, 1, 1))  # population variance 1.25
+
+
+def test_mean_std_of_constant_channel_is_finite_with_finite_gradient():
+    x = torch.ones(1, 2, 4, 4, requires_grad=True)
+    _, std = mean_std(x)
+    std.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_adain_gives_the_style_statistics():
+    torch.manual_seed(0)
+    content = torch.randn(2, 8, 12, 10) * 3 + 1
+    style_mean, style_std = torch.randn(2, 8, 1, 1), torch.rand(2, 8, 1, 1) + 0.5
+    mean, std = mean_std(adain(content, style_mean, style_std))
+    assert torch.allclose(mean, style_mean, atol=1e-5)
+    assert torch.allclose(std, style_std, atol=1e-3)
+
+
+def test_adain_equals_a_1x1_adaptive_convolution():
+    """AdaIN is AdaConv with a 1x1 depthwise kernel σ_s, bias μ_s and an identity pointwise kernel (SPEC §3)."""
+    torch.manual_seed(1)
+    batch, channels = 3, 16
+    content = torch.randn(batch, channels, 9, 11) * 2 - 0.5
+    style_mean, style_std = torch.randn(batch, channels, 1, 1), torch.rand(batch, channels, 1, 1) + 0.1
+    spatial = style_std.view(batch, channels, 1, 1, 1)
+    pointwise = identity_kernels(channels, channels, 1).expand(batch, -1, -1, -1, -1)
+    result = adaptive_conv(instance_normalize(content), spatial, pointwise, style_mean.view(batch, channels),
+                           groups=channels)
+    assert torch.allclose(result, adain(content, style_mean, style_std), atol=1e-5)
+
+
+def test_batched_adaptive_conv_equals_per_sample():
+    torch.manual_seed(2)
+    batch, channels, groups = 3, 8, 4
+    x = torch.randn(batch, channels, 10, 7)
+    spatial = torch.randn(batch, channels, channels // groups, 3, 3)
+    pointwise = torch.randn(batch, channels, channels // groups, 1, 1)
+    bias = torch.randn(batch, channels)
+    batched = adaptive_conv(x, spatial, pointwise, bias, groups)
+    for i in range(batch):
+        padded = torch.nn.functional.pad(x[i:i + 1], (1, 1, 1, 1), mode="reflect")
+        single = torch.nn.functional.conv2d(padded, spatial[i], groups=groups)
+        single = torch.nn.functional.conv2d(single, pointwise[i], groups=groups) + bias[i].view(1, -1, 1, 1)
+        assert torch.allclose(batched[i:i + 1], single, atol=1e-5)
+
+
+def test_identity_kernels_are_the_identity():
+    x = torch.randn(2, 8, 5, 5)
+    for groups in (8, 4, 1):
+        for size in (1, 3):
+            kernel = identity_kernels(8, groups, size).expand(2, -1, -1, -1, -1)
+            out = adaptive_conv(x, kernel, None, torch.zeros(2, 8), groups)
+            assert torch.allclose(out, x)
