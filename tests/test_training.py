@@ -80,12 +80,18 @@ def test_adaconv_warm_start_from_adain_carries_the_decoder_over(tmp_path, data_d
     assert trainer.provenance["init"]["model"] == "adain"
 
 
-def test_export_weights_records_provenance(tmp_path, data_dir):
-    Trainer(config(data_dir, tmp_path / "run", iterations=2)).train()
-    provenance = export_weights(tmp_path / "run", tmp_path / "w.safetensors", dtype="fp16")
+def test_validation_and_export_weights_record_provenance(tmp_path, data_dir):
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2, val_content=str(data_dir / "bench" / "content"),
+                   val_style=str(data_dir / "bench" / "style"), val_every=1, val_pairs=(1, 2))).train()
+    rows = (run / "val.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    provenance = export_weights(run, tmp_path / "w.safetensors", dtype="fp16")
     model, info = model_from_weights(tmp_path / "w.safetensors")
     assert provenance["iterations"] == 2 and info["provenance"]["images_seen"] == 4
     assert info["provenance"]["crop_size"] == 64 and model.kind == "adain"
+    validation = info["provenance"]["validation"]
+    assert validation["iteration"] == 2 and validation["loss"] == float(rows[-1].split(",")[2])
 
 
 KILL_WRITER = """

@@ -92,6 +92,8 @@ def add_train(commands) -> None:
                         help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     parser.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
                         help="stop cleanly with a checkpoint before this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -101,6 +103,9 @@ def add_train(commands) -> None:
     parser.add_argument("--sample-every", type=int, default=500, help="contact sheet every N steps (0: never)")
     parser.add_argument("--log-every", type=positive_int, default=10)
     parser.add_argument("--max-images", type=positive_int, help="use at most N images per folder")
+    parser.add_argument("--val-content", metavar="DIR", help="held-out content photos (a fixed 5 are used)")
+    parser.add_argument("--val-style", metavar="DIR", help="held-out paintings (a fixed 8 are used)")
+    parser.add_argument("--val-every", type=positive_int, default=500, help="score the held-out pairs every N steps")
 
 
 def add_export_weights(commands) -> None:
@@ -148,7 +153,8 @@ def run_train(args) -> int:
         style_weight=args.style_weight, device=args.device, threads=args.threads, time_limit=args.time_limit,
         resume=args.resume, init=args.init, seed=args.seed, parametrization=args.parametrization,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
-        max_images=args.max_images)
+        max_images=args.max_images, precision=args.precision, val_content=args.val_content,
+        val_style=args.val_style, val_every=args.val_every)
     summary = Trainer(config).train()
     print(json.dumps(summary))
     return EXIT_OK

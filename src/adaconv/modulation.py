@@ -17,8 +17,9 @@ def mean_std(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and σ = sqrt(var + 1e-5) (population variance), shapes [B, C, 1, 1].
 
     sqrt(var + eps), never std + eps: the latter has an infinite gradient on constant channels (SPEC §5).
+    Computed in fp32 even under bf16 autocast: statistics of many elements need the precision.
     """
-    var, mean = torch.var_mean(features, dim=(2, 3), keepdim=True, unbiased=False)
+    var, mean = torch.var_mean(features.float(), dim=(2, 3), keepdim=True, unbiased=False)
     return mean, (var + EPS).sqrt()
 
 

@@ -39,6 +39,7 @@ from .preprocessing import center_crop, prepare_style, resize_short_side
 from .weights import load_trainable_tensors, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.pt"
+VAL_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss")
 LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
               "seconds_per_step", "data_wait_fraction", "wall_seconds")
 
@@ -62,11 +63,31 @@ class TrainConfig:
     init: str | None = None
     seed: int = 0
     parametrization: str = "residual"
+    precision: str = "auto"           # auto: bf16 autocast where it is fast (bf16_is_fast); or "fp32" / "bf16"
     checkpoint_every: int = 100
     sample_every: int = 500
     log_every: int = 10
     max_images: int | None = None     # cap per folder (tests, quick experiments)
+    val_content: str | None = None    # held-out folders: a fixed subset is scored every val_every steps
+    val_style: str | None = None
+    val_every: int = 500
+    val_pairs: tuple[int, int] = (5, 8)  # contents x styles of the fixed validation subset
     progress: bool | None = None      # None: a bar when attached to a terminal
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 / AMX).
+
+    Measured here (AMD EPYC with AVX512-BF16): AdaIN steps 1.7x faster, training losses within 0.2% of fp32
+    over the same 60 batches (docs/training.md).
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
 
 
 class TrainingObjective(nn.Module):
@@ -225,9 +246,66 @@ class Trainer:
         seed = config.seed * 1000 + self.rank
         self.content_order = ShuffledIndices(len(self.contents), seed)
         self.style_order = ShuffledIndices(len(self.styles), seed + 500)
+        self.validation = self._load_validation() if config.val_content and config.val_style else None
         skipped = len(self.contents.skipped) + len(self.styles.skipped)
         if skipped and self.is_main:
             print(f"adaconv train: skipped {skipped} unreadable images", file=sys.stderr)
+
+    def _load_validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed subset of held-out images, evenly spaced in name order: centre crops at the crop size."""
+        config = self.config
+
+        def pick(folder: str, count: int) -> list[Path]:
+            paths = list_images(folder)
+            if not paths:
+                raise AdaconvError(f"{folder}: no validation images found")
+            step = max(1, len(paths) // count)
+            return paths[::step][:count]
+
+        size = config.crop_size
+        contents = [center_crop(resize_short_side(to_tensor(p), size), size, size)
+                    for p in pick(config.val_content, config.val_pairs[0])]
+        styles = []
+        for path in pick(config.val_style, config.val_pairs[1]):
+            image = to_tensor(path)
+            if config.model == "adaconv":
+                styles.append(prepare_style(image, "adaconv"))
+            else:
+                styles.append(center_crop(resize_short_side(image, size), size, size))
+        content = torch.stack([c for c in contents for _ in styles])
+        style = torch.stack([s for _ in contents for s in styles])
+        return content, style
+
+    @torch.no_grad()
+    def validation_loss(self, batch_size: int = 8) -> dict[str, float]:
+        """The training objective (fp32) on the fixed held-out pairs: comparable across runs and recipes."""
+        content, style = self.validation
+        was_training = self.model.training
+        self.model.eval()
+        totals = torch.zeros(3, dtype=torch.float64)
+        for start in range(0, len(content), batch_size):
+            c = content[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
+            s = style[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
+            values = self.objective(c, s)
+            totals += torch.tensor([v.item() for v in values], dtype=torch.float64) * len(c)
+        self.model.train(was_training)
+        totals /= len(content)
+        return {"loss": totals[0].item(), "content_loss": totals[1].item(), "style_loss": totals[2].item()}
+
+    def _validate(self) -> None:
+        if self.validation is None or not self.is_main:
+            return
+        values = self.validation_loss()
+        path = self.out / "val.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(VAL_FIELDS)
+            writer.writerow([self.iteration, self.images_seen] + [f"{values[k]:.5f}" for k in VAL_FIELDS[2:]])
+        self.provenance["validation"] = {"iteration": self.iteration, **{k: round(v, 5) for k, v in values.items()},
+                                         "content": self.config.val_content, "style": self.config.val_style,
+                                         "pairs": list(self.config.val_pairs), "crop_size": self.config.crop_size}
 
     def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
@@ -257,7 +335,11 @@ class Trainer:
         log_path = self.out / "log.csv"
         if self.is_main:
             self._trim_log(log_path)
-        use_bf16 = self.device.type == "cuda"
+            if self.validation is not None:
+                self._trim_log(self.out / "val.csv", VAL_FIELDS)
+        if config.precision not in ("auto", "fp32", "bf16"):
+            raise AdaconvError(f"--precision {config.precision}: choose auto, fp32 or bf16")
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(self.device))
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
@@ -305,6 +387,8 @@ class Trainer:
                 if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
                     self._log(log_path, window, started)
                     window = dict.fromkeys(window, 0.0)
+                if self.validation is not None and self.iteration % config.val_every == 0:
+                    self._validate()
                 if self.iteration % config.checkpoint_every == 0:
                     last_checkpoint_seconds = self._checkpoint(started)
                 if self.is_main and config.sample_every and self.iteration % config.sample_every == 0:
@@ -316,6 +400,8 @@ class Trainer:
                 signal.signal(number, handler)
         if window["n"]:
             self._log(log_path, window, started)
+        if self.validation is not None and self.provenance.get("validation", {}).get("iteration") != self.iteration:
+            self._validate()
         self._checkpoint(started)
         if self.is_main:
             self.write_samples()
@@ -348,18 +434,18 @@ class Trainer:
         self.save_checkpoint(self.elapsed_before + time.monotonic() - started)
         return time.perf_counter() - began
 
-    def _trim_log(self, path: Path) -> None:
-        """On resume, drop log rows past the checkpoint, so the log matches the weights."""
+    def _trim_log(self, path: Path, fields=LOG_FIELDS) -> None:
+        """On resume, drop log rows past the checkpoint, so the logs match the weights."""
         if not path.exists():
             with open(path, "w", newline="") as file:
-                csv.writer(file).writerow(LOG_FIELDS)
+                csv.writer(file).writerow(fields)
             return
         with open(path, newline="") as file:
             rows = list(csv.DictReader(file))
         kept = [r for r in rows if int(r["iteration"]) <= self.iteration]
         if len(kept) != len(rows):
             with open(path, "w", newline="") as file:
-                writer = csv.DictWriter(file, LOG_FIELDS)
+                writer = csv.DictWriter(file, fields)
                 writer.writeheader()
                 writer.writerows(kept)
 
@@ -425,10 +511,18 @@ def plot_losses(log_path: Path, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    validation = []
+    if (log_path.parent / "val.csv").exists():
+        with open(log_path.parent / "val.csv", newline="") as file:
+            validation = list(csv.DictReader(file))
     iterations = [int(r["iteration"]) for r in rows]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for axis, key in zip(axes, ("loss", "content_loss", "style_loss")):
-        axis.plot(iterations, [float(r[key]) for r in rows], linewidth=0.8)
+        axis.plot(iterations, [float(r[key]) for r in rows], linewidth=0.6, alpha=0.6, label="training batches")
+        if validation:
+            axis.plot([int(r["iteration"]) for r in validation], [float(r[key]) for r in validation],
+                      "o-", linewidth=1.2, markersize=3, label="held-out pairs")
+            axis.legend(fontsize=8)
         axis.set_title(key.replace("_", " "))
         axis.set_xlabel("iteration")
         axis.set_yscale("log")
@@ -467,6 +561,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16")
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
         "init": state.get("provenance", {}).get("init"),
+        "validation": state.get("provenance", {}).get("validation"),
         "exported": datetime.date.today().isoformat(),
         "dtype": dtype,
     }
