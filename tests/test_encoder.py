@@ -55,3 +55,26 @@ def test_encoder_is_frozen(encoder):
     assert all(not p.requires_grad for p in encoder.parameters())
     encoder.train()
     assert not encoder.training
+
+
+def test_encoder_scales_command_writes_loadable_scales(tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    from adaconv.encoder import scales_id
+
+    photos, paintings = tmp_path / "photos", tmp_path / "paintings"
+    photos.mkdir()
+    paintings.mkdir()
+    for source, target in ((data_dir / "train" / "content", photos), (data_dir / "train" / "style", paintings)):
+        for path in sorted(source.iterdir())[:2]:
+            (target / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "scales.safetensors"
+    result = subprocess.run([sys.executable, "-m", "adaconv", "encoder-scales", str(photos), str(paintings),
+                             "--every", "1,2", "--size", "64", "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "from 3 images" in result.stderr
+    scales = load_feature_scales(out)
+    assert [s.shape[0] for s in scales.values()] == list(TAP_CHANNELS)
+    assert all((s > 0).all() for s in scales.values())
+    assert scales_id(scales) in result.stderr

@@ -26,7 +26,7 @@ def config(data_dir, out, **overrides):
 def held_out_loss(trainer, steps=range(10_000, 10_006)):
     """The objective on fixed batches the run never trains on (steps far ahead of it)."""
     with torch.no_grad():
-        return sum(trainer.objective(*trainer.make_batch(step))[0].item() for step in steps) / len(steps)
+        return sum(trainer.objective(*trainer.make_batch(step)[:2])[0].item() for step in steps) / len(steps)
 
 
 @pytest.mark.parametrize("kind,lr", [("adain", 1e-3), ("adaconv", 1e-4)])

@@ -22,34 +22,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+def _number(convert, accept, wanted: str):
+    """An argparse type: ``convert`` the text, then check it with ``accept``; one-line message otherwise."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+positive_int = _number(int, lambda v: v > 0, "a positive whole number")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+unit_float = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def add_stylize(commands) -> None:
@@ -106,6 +94,8 @@ def add_train(commands) -> None:
     parser.add_argument("--val-content", metavar="DIR", help="held-out content photos (a fixed 5 are used)")
     parser.add_argument("--val-style", metavar="DIR", help="held-out paintings (a fixed 8 are used)")
     parser.add_argument("--val-every", type=positive_int, default=500, help="score the held-out pairs every N steps")
+    parser.add_argument("--style-cache-gb", type=float, default=10.0,
+                        help="AdaConv: memory for cached style features (0: recompute every step, with flips)")
 
 
 def add_export_weights(commands) -> None:
@@ -129,7 +119,8 @@ def add_encoder_scales(commands) -> None:
     parser = commands.add_parser("encoder-scales", help="recompute the VGG feature normalisation (maintainers)")
     parser.add_argument("folders", nargs="+", metavar="DIR")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
-    parser.add_argument("--every", type=positive_int, default=1, help="use every N-th image of each folder")
+    parser.add_argument("--every", default="1",
+                        help="use every N-th image of each folder: one N, or one per folder (e.g. 8,50)")
     parser.add_argument("--size", type=positive_int, default=256)
 
 
@@ -154,7 +145,7 @@ def run_train(args) -> int:
         resume=args.resume, init=args.init, seed=args.seed, parametrization=args.parametrization,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
         max_images=args.max_images, precision=args.precision, val_content=args.val_content,
-        val_style=args.val_style, val_every=args.val_every)
+        val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb)
     summary = Trainer(config).train()
     print(json.dumps(summary))
     return EXIT_OK
@@ -183,7 +174,15 @@ def run_encoder_scales(args) -> int:
     from .encoder import compute_feature_scales, save_feature_scales, scales_id
     from .imageio import list_images, to_tensor
 
-    paths = [p for folder in args.folders for p in list_images(folder)[::args.every]]
+    try:
+        every = [int(n) for n in args.every.split(",")]
+    except ValueError:
+        raise AdaconvError(f"--every {args.every}: expected whole numbers") from None
+    if len(every) == 1:
+        every *= len(args.folders)
+    if len(every) != len(args.folders) or min(every) < 1:
+        raise AdaconvError(f"--every {args.every}: give one positive N, or one per folder")
+    paths = [p for folder, n in zip(args.folders, every) for p in list_images(folder)[::n]]
     if not paths:
         raise AdaconvError("no images found in " + ", ".join(args.folders))
     scales = compute_feature_scales((to_tensor(p) for p in paths), size=args.size, progress=sys.stderr.isatty())

@@ -36,6 +36,7 @@ from .losses import content_loss, feature_statistics, style_loss
 from .models import StyleTransferModel, build_model
 from .modulation import adain
 from .preprocessing import center_crop, prepare_style, resize_short_side
+from .style_cache import StyleFeatureCache
 from .weights import load_trainable_tensors, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -72,6 +73,7 @@ class TrainConfig:
     val_style: str | None = None
     val_every: int = 500
     val_pairs: tuple[int, int] = (5, 8)  # contents x styles of the fixed validation subset
+    style_cache_gb: float = 10.0      # AdaConv: memory for cached style features (0: no cache, styles flipped)
     progress: bool | None = None      # None: a bar when attached to a terminal
 
 
@@ -102,18 +104,23 @@ class TrainingObjective(nn.Module):
         self.model = model
         self.style_weight = style_weight
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor):
+    def forward(self, content: torch.Tensor, style: torch.Tensor | None = None,
+                style_features: tuple[torch.Tensor, list] | None = None):
+        """``style`` images, or (AdaConv, from the style cache) their relu4_1 and per-tap statistics."""
         model, encoder = self.model, self.model.encoder
         with torch.no_grad():
             content_features = encoder.encode(content)
-            style_features = encoder(style)
-            style_stats = feature_statistics(style_features)
+            if style_features is None:
+                features = encoder(style)
+                style_relu4_1, style_stats = features[-1], feature_statistics(features)
+            else:
+                style_relu4_1, style_stats = style_features
         if model.kind == "adain":
             target = adain(content_features, *style_stats[-1])
             output = model.decoder(target)
         else:
             target = content_features
-            output = model.decode(content_features, model.style_code_from_features(style_features[-1]))
+            output = model.decode(content_features, model.style_code_from_features(style_relu4_1))
         output_features = encoder(output)
         loss_c = content_loss(output_features[-1], target)
         loss_s = style_loss(output_features, style_stats)
@@ -175,6 +182,9 @@ class Trainer:
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         elif config.init:
             self._warm_start(config.init)
+        self.style_cache = None
+        if config.model == "adaconv" and config.style_cache_gb > 0:
+            self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30))
         self.step_module = self.objective
         if self.distributed:
             # buffers are constants (the encoder's mean, AdaConv's identity kernels): nothing to broadcast
@@ -307,18 +317,20 @@ class Trainer:
                                          "content": self.config.val_content, "style": self.config.val_style,
                                          "pairs": list(self.config.val_pairs), "crop_size": self.config.crop_size}
 
-    def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(content crops, style images, style indices) of a step: a pure function of (seed, rank, step)."""
         config = self.config
         generator = torch.Generator().manual_seed((config.seed * 1_000_003 + self.rank) * 10_000_019 + step)
         start = step * config.batch_size
         contents = [self.contents.images[i] for i in self.content_order.take(start, config.batch_size)]
-        styles = [self.styles.images[i] for i in self.style_order.take(start, config.batch_size)]
+        style_indices = self.style_order.take(start, config.batch_size)
+        styles = [self.styles.images[i] for i in style_indices]
         content = random_crops(contents, config.crop_size, generator)
         if config.model == "adaconv":
-            style = whole_images(styles, generator)
+            style = whole_images(styles, generator, flip=self.style_cache is None)
         else:
             style = random_crops(styles, config.crop_size, generator)
-        return content, style
+        return content, style, style_indices
 
     # -- the loop --------------------------------------------------------------------------------
     def _show_progress(self) -> bool:
@@ -361,11 +373,15 @@ class Trainer:
                     break
                 step_started = time.perf_counter()
                 wait_before = prefetcher.wait_seconds
-                content, style = prefetcher.get(self.iteration)
+                content, style, style_indices = prefetcher.get(self.iteration)
                 content = content.to(self.device, memory_format=torch.channels_last, non_blocking=True)
                 style = style.to(self.device, memory_format=torch.channels_last, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, loss_c, loss_s = self.step_module(content, style)
+                    if self.style_cache is not None:
+                        cached = self.style_cache.features(style_indices, style, self.model.encoder)
+                        loss, loss_c, loss_s = self.step_module(content, style_features=cached)
+                    else:
+                        loss, loss_c, loss_s = self.step_module(content, style)
                 if not torch.isfinite(loss):
                     raise AdaconvError(f"training diverged at iteration {self.iteration} (loss {loss.item()}); "
                                        "resume from the last checkpoint with a lower --lr")
@@ -410,6 +426,10 @@ class Trainer:
                    "session_seconds": round(time.monotonic() - started, 1),
                    "data_wait_seconds": round(prefetcher.wait_seconds, 2),
                    "rank": self.rank, "weights_checksum": weights_checksum(self.model)}
+        if self.style_cache is not None:
+            summary["style_cache"] = {"entries": len(self.style_cache), "hits": self.style_cache.hits,
+                                      "misses": self.style_cache.misses,
+                                      "gib": round(self.style_cache.used_bytes / 2 ** 30, 2)}
         if self.distributed:
             dist.barrier()
         return summary
