@@ -1,6 +1,13 @@
 import torch
 
-from adaconv.modulation import adain, adaptive_conv, identity_kernels, instance_normalize, mean_std
+from adaconv.modulation import (
+    adain,
+    adaptive_conv,
+    identity_kernels,
+    instance_normalize,
+    mean_std,
+    normalize_with_statistics,
+)
 
 
 def test_mean_std_by_hand():
@@ -61,3 +68,17 @@ def test_identity_kernels_are_the_identity():
             kernel = identity_kernels(8, groups, size).expand(2, -1, -1, -1, -1)
             out = adaptive_conv(x, kernel, None, torch.zeros(2, 8), groups)
             assert torch.allclose(out, x)
+
+
+def test_single_image_fast_path_matches_the_general_statistics():
+    """Inference on one image takes a fused kernel; it must agree with var_mean."""
+    torch.manual_seed(4)
+    x = (torch.randn(1, 32, 40, 24) * 3 + 2).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast_normalized, fast_mean, fast_std = normalize_with_statistics(x)
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, unbiased=False)
+    assert torch.allclose(fast_mean, mean, atol=1e-5)
+    assert torch.allclose(fast_std, (var + 1e-5).sqrt(), rtol=1e-4)
+    assert torch.allclose(fast_normalized, (x - mean) / (var + 1e-5).sqrt(), atol=1e-4)
+    slow = instance_normalize(x.requires_grad_())  # with a gradient: the general path
+    assert torch.allclose(slow.detach(), fast_normalized, atol=1e-4)

@@ -17,7 +17,7 @@ from torch import nn
 from .decoder import SCALE_CHANNELS, Decoder
 from .encoder import VGGEncoder, shared_encoder
 from .kernel_prediction import GROUPS, KernelPredictor, StyleEncoder
-from .modulation import adain, adaptive_conv, identity_kernels, instance_normalize, mean_std
+from .modulation import adain, adaptive_conv, identity_kernels, mean_std, normalize_with_statistics
 
 MODEL_KINDS = ("adain", "adaconv")
 PARAMETRIZATIONS = ("residual", "paper")
@@ -163,13 +163,13 @@ class AdaConvModel(StyleTransferModel):
         """The AdaConv layer at the start of decoder scale ``scale``."""
         predictor = self.kernel_predictors[scale]
         spatial, pointwise, bias = predictor(style.descriptor)
-        normalized = instance_normalize(features)
+        normalized, own_mean, own_std = normalize_with_statistics(features)
         if self.parametrization == "residual":
             channels = predictor.channels
             if scale == 0:
                 base_mean, base_std = style.mean, style.std
             else:
-                base_mean, base_std = mean_std(features)
+                base_mean, base_std = own_mean, own_std
             identity_spatial = getattr(self, f"identity_spatial_{channels}")
             spatial = spatial + identity_spatial * base_std.view(-1, channels, 1, 1, 1)
             pointwise = pointwise + getattr(self, f"identity_pointwise_{channels}")
