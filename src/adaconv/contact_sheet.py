@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 
+import torch
 from PIL import Image, ImageDraw
 
-from .imageio import tensor_to_pil
+from .imageio import list_images, tensor_to_pil, to_tensor
+from .preprocessing import center_crop, prepare_style, resize_short_side
 
 
 def _fit(image, cell: int) -> Image.Image:
@@ -48,3 +52,34 @@ def contact_sheet(cells: Sequence[Sequence], *, column_headers: Sequence | None 
         for column, image in enumerate(images):
             place(image, row + top, column + left)
     return sheet
+
+
+def example_images() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The public-domain example photos and paintings shipped in the package."""
+    root = Path(str(resources.files("adaconv") / "assets" / "examples"))
+    contents = [to_tensor(p) for p in list_images(root / "content")]
+    styles = [to_tensor(p) for p in list_images(root / "style")]
+    return contents, styles
+
+
+@torch.no_grad()
+def examples_sheet(model, *, size: int = 192, title: str | None = None) -> Image.Image:
+    """Every shipped example photo (rows, centre crops of ``size``) stylised with every example painting
+    (columns) by ``model``: the picture of a model's state that training samples and docs/ use."""
+    contents, styles = example_images()
+    contents = [center_crop(resize_short_side(c, size), size, size) for c in contents]
+    device = next(model.decoder.parameters()).device
+    was_training = model.training
+    model.eval()
+    features = model.encoder.encode(torch.stack(contents).to(device, memory_format=torch.channels_last))
+    columns = []
+    for style in styles:
+        prepared = prepare_style(style, model.kind, None if model.kind == "adaconv" else size)
+        code = model.encode_style(prepared[None].to(device))
+        code.mean, code.std = (t.expand(len(contents), -1, -1, -1) for t in (code.mean, code.std))
+        if code.descriptor is not None:
+            code.descriptor = code.descriptor.expand(len(contents), -1, -1, -1)
+        columns.append(model.decode(features, code).float().clamp(0, 1).cpu())
+    model.train(was_training)
+    cells = [[columns[s][c] for s in range(len(styles))] for c in range(len(contents))]
+    return contact_sheet(cells, column_headers=styles, row_headers=contents, cell=size, title=title)

@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .contact_sheet import contact_sheet
+from .contact_sheet import examples_sheet
 from .data import BatchPrefetcher, ImageBank, ShuffledIndices, random_crops, whole_images
 from .devices import pick_device
 from .errors import AdaconvError, WeightsError
@@ -130,14 +129,6 @@ class TrainingObjective(nn.Module):
 def learning_rate_factor(decay: float):
     """The papers' schedule: lr / (1 + decay · iteration)."""
     return lambda iteration: 1.0 / (1.0 + decay * iteration)
-
-
-def example_images() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The public-domain examples shipped in the package: fixed pairs for training contact sheets."""
-    root = Path(str(resources.files("adaconv") / "assets" / "examples"))
-    contents = [to_tensor(p) for p in list_images(root / "content")]
-    styles = [to_tensor(p) for p in list_images(root / "style")]
-    return contents, styles
 
 
 class Trainer:
@@ -483,28 +474,9 @@ class Trainer:
             print(f"iteration {self.iteration}: loss {row[2]} (content {row[3]}, style {row[4]}), "
                   f"{row[6]} s/step, data wait {float(row[7]):.1%}", flush=True)
 
-    @torch.no_grad()
     def write_samples(self, size: int = 192) -> None:
         """A contact sheet of the shipped example contents x styles at this iteration."""
-        contents, styles = example_images()
-        contents = [center_crop(resize_short_side(c, size), size, size) for c in contents]
-        model = self.model
-        was_training = model.training
-        model.eval()
-        rows = []
-        batch = torch.stack(contents).to(self.device, memory_format=torch.channels_last)
-        features = model.encoder.encode(batch)
-        for style in styles:
-            prepared = prepare_style(style, model.kind, None if model.kind == "adaconv" else size)
-            code = model.encode_style(prepared[None].to(self.device))
-            code.mean, code.std = (t.expand(len(contents), -1, -1, -1) for t in (code.mean, code.std))
-            if code.descriptor is not None:
-                code.descriptor = code.descriptor.expand(len(contents), -1, -1, -1)
-            rows.append(model.decode(features, code).float().clamp(0, 1).cpu())
-        model.train(was_training)
-        cells = [[rows[s][c] for s in range(len(styles))] for c in range(len(contents))]
-        sheet = contact_sheet(cells, column_headers=styles, row_headers=contents, cell=size,
-                              title=f"{model.kind} iteration {self.iteration}")
+        sheet = examples_sheet(self.model, size=size, title=f"{self.model.kind} iteration {self.iteration}")
         target = self.out / "samples" / f"iteration_{self.iteration:07d}.png"
         write_atomically(target, lambda handle: sheet.save(handle, format="PNG"))
 
