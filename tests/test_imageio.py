@@ -86,3 +86,14 @@ def test_arrays_and_pil_images_are_accepted():
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     assert from_array.shape == (3, 6, 7)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "out.png"
+    save_image(torch.rand(3, 4, 4), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -148,6 +148,7 @@ def write_atomically(path: Path, write) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
@@ -157,6 +158,12 @@ def write_atomically(path: Path, write) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
