@@ -124,6 +124,27 @@ def add_encoder_scales(commands) -> None:
     parser.add_argument("--size", type=positive_int, default=256)
 
 
+def add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="score a model (or another tool's outputs) on the benchmark; compare scored runs",
+        description="Stylise every content x style pair and score it (content error, style distance, Gram "
+                    "distance, luminance SSIM, colour-histogram distance, structure probe); or score --outputs "
+                    "made elsewhere; or --compare evaluation.json files.")
+    parser.add_argument("--model", choices=("adain", "adaconv"), help="model (default: adain)")
+    parser.add_argument("--weights", metavar="FILE", help="a weights file instead of the shipped weights")
+    parser.add_argument("--outputs", metavar="DIR", help="score images made elsewhere, named <content>__<style>.png")
+    parser.add_argument("--compare", nargs="+", metavar="JSON", help="side-by-side table and scatter plot of runs")
+    parser.add_argument("--content", metavar="DIR", help="content photos (default: ../shared/data/bench/content)")
+    parser.add_argument("--style", metavar="DIR", help="style paintings (default: ../shared/data/bench/style)")
+    parser.add_argument("--out", metavar="DIR", help="run folder: images, evaluation.json/.md, contact_sheet.png")
+    parser.add_argument("--size", type=positive_int, default=512, help="long side of the stylised contents")
+    parser.add_argument("--grid", metavar="CxS", help="use C contents x S styles spread over the folders (e.g. 5x8)")
+    parser.add_argument("--limit", type=positive_int, help="score N pairs spread over the grid instead of all")
+    parser.add_argument("--label", help="name of this run in tables and plots (default: the weights file name)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -132,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_weights(commands)
     add_prepare_data(commands)
     add_encoder_scales(commands)
+    add_evaluate(commands)
     return parser
 
 
@@ -197,7 +219,15 @@ def run_stylize(args) -> int:
     return stylize_command(args)
 
 
-COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+def run_evaluate(args) -> int:
+    from .evaluate_command import evaluate_command
+
+    if not args.compare and not args.out:
+        raise AdaconvError("--out DIR is required (except with --compare)")
+    return evaluate_command(args)
+
+
+COMMANDS = {"evaluate": run_evaluate, "stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales}
 
 

