@@ -145,6 +145,26 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_benchmark(commands) -> None:
+    parser = commands.add_parser("benchmark", help="measure stylisation speed, memory and FLOP efficiency",
+                                 description="Median latency of warm runs per image size (style encoding timed "
+                                             "apart), throughput, peak memory and achieved GFLOP/s against the "
+                                             "device's peak. Running `adaconv train` processes are paused meanwhile.")
+    parser.add_argument("--model", choices=("adain", "adaconv", "all"), default="all")
+    parser.add_argument("--weights", metavar="FILE", help="a weights file (with --model adain or adaconv)")
+    parser.add_argument("--sizes", default="256,512,1024,2048", help="comma-separated square content sizes")
+    parser.add_argument("--batch", type=positive_int, default=1, help="contents per pass")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32, or autocast to bf16 (CPU/CUDA) or fp16 (CUDA)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per size (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--no-pause", action="store_true", help="do not pause running training processes")
+    parser.add_argument("--quiet", action="store_true", help="no per-size progress lines on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -154,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_data(commands)
     add_encoder_scales(commands)
     add_evaluate(commands)
+    add_benchmark(commands)
     return parser
 
 
@@ -227,8 +248,15 @@ def run_evaluate(args) -> int:
     return evaluate_command(args)
 
 
-COMMANDS = {"evaluate": run_evaluate, "stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
-            "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales}
+def run_benchmark(args) -> int:
+    from .benchmark_command import benchmark_command
+
+    return benchmark_command(args)
+
+
+COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+            "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
+            "benchmark": run_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
