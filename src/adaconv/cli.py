@@ -11,6 +11,7 @@ import json
 import sys
 
 from .errors import AdaconvError
+from .onnx_runner import OnnxRunnerError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -62,6 +63,10 @@ def add_model_options(parser) -> None:
     parser.add_argument("--model", choices=("adain", "adaconv"), help="model (default: the shipped default)")
     parser.add_argument("--weights", metavar="FILE", help="a weights file instead of the shipped weights")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime: run exported ONNX graphs (exported on first use unless --onnx DIR)")
+    parser.add_argument("--onnx", metavar="DIR", help="a folder from `adaconv export onnx` (with --backend onnxruntime)")
+    parser.add_argument("--onnx-variant", choices=("fp32", "fp16", "int8"), default="fp32")
 
 
 def add_train(commands) -> None:
@@ -165,6 +170,20 @@ def add_benchmark(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-size progress lines on stderr")
 
 
+def add_export(commands) -> None:
+    parser = commands.add_parser("export", help="export a model for other runtimes (ONNX)",
+                                 description="Write the model as two ONNX graphs (style image -> style code; "
+                                             "content + style code -> image) with dynamic height and width.")
+    parser.add_argument("format", choices=("onnx",))
+    parser.add_argument("--model", choices=("adain", "adaconv"), required=True)
+    parser.add_argument("--weights", metavar="FILE", help="a weights file instead of the shipped weights")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    parser.add_argument("--fp16", action="store_true", help="also write half-precision graphs (error measured)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write an 8-bit quantised content graph (calibrated on the examples; error measured)")
+    parser.add_argument("--opset", type=positive_int, default=18)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -175,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_scales(commands)
     add_evaluate(commands)
     add_benchmark(commands)
+    add_export(commands)
     return parser
 
 
@@ -254,7 +274,24 @@ def run_benchmark(args) -> int:
     return benchmark_command(args)
 
 
-COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+def run_export(args) -> int:
+    from .export import export_onnx
+    from .inference import Stylizer
+
+    stylizer = (Stylizer.from_weights(args.weights, model=args.model, device="cpu") if args.weights
+                else Stylizer.from_pretrained(args.model, device="cpu"))
+    variants = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
+    manifest = export_onnx(stylizer.model, args.output, variants=variants, opset=args.opset,
+                           source={k: v for k, v in stylizer.info.items() if k in ("path", "provenance")},
+                           progress=lambda text: print(text, file=sys.stderr))
+    for name, entry in manifest["variants"].items():
+        error = entry.get("error_vs_fp32")
+        note = f" (mean |error| {error['mean_abs'] * 255:.2f}/255 vs fp32)" if error else ""
+        print(f"{name}: {args.output}/{entry['style']} + {args.output}/{entry['content']}{note}")
+    return EXIT_OK
+
+
+COMMANDS = {"export": run_export, "stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
             "benchmark": run_benchmark}
 
@@ -263,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except AdaconvError as error:
+    except (AdaconvError, OnnxRunnerError) as error:
         print(f"adaconv {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -59,7 +59,8 @@ class Reference:
 def describe(image: torch.Tensor, *, size: int = MEASURE_SIZE) -> Reference:
     """Measure an image [3, H, W] in [0, 1]: features, statistics, Gram matrices, colour histogram."""
     image = to_measure_size(image, size)
-    features = [f[0] for f in measuring_network()(image[None])]
+    batch = image[None].contiguous(memory_format=torch.channels_last)  # the fast convolution layout on CPU
+    features = [f[0].contiguous() for f in measuring_network()(batch)]
     means, stds, grams = [], [], []
     for feature in features:
         flat = feature.flatten(1).double()

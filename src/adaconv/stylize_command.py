@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -56,11 +58,47 @@ def parse_style_weights(text: str | None, count: int) -> list[float] | None:
 
 
 def load_stylizer(args) -> Stylizer:
+    if getattr(args, "backend", "torch") == "onnxruntime":
+        return load_onnx_stylizer(args)
+    if args.onnx:
+        raise AdaconvError("--onnx DIR needs --backend onnxruntime")
     if args.weights:
         return Stylizer.from_weights(args.weights, model=args.model, device=args.device)
     if args.model:
         return Stylizer.from_pretrained(args.model, device=args.device)
     return Stylizer.from_pretrained(device=args.device)
+
+
+def load_onnx_stylizer(args):
+    """The onnxruntime backend: the given exported folder, or the chosen weights exported once into a cache."""
+    from .onnx_runner import MANIFEST, OnnxStylizer
+
+    if args.device not in ("auto", "cpu"):
+        raise AdaconvError("--backend onnxruntime runs on the CPU here; use --device cpu or auto")
+    folder = Path(args.onnx) if args.onnx else None
+    if folder is None:
+        from .export import export_onnx
+        from .inference import DEFAULT_MODEL
+        from .weights import shipped_weights_path
+
+        kind = args.model or DEFAULT_MODEL
+        weights = Path(args.weights) if args.weights else shipped_weights_path(kind)
+        if not weights.exists():
+            raise AdaconvError(f"{weights}: weights file not found")
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adaconv" / "onnx"
+        folder = cache / f"{kind}-{digest}-{args.onnx_variant}"
+        if not (folder / MANIFEST).exists():
+            stylizer = Stylizer.from_weights(weights, model=args.model, device="cpu")
+            if not args.quiet:
+                print(f"adaconv stylize: exporting {kind} to {folder} (once)", file=sys.stderr)
+            variants = ["fp32"] + ([args.onnx_variant] if args.onnx_variant != "fp32" else [])
+            export_onnx(stylizer.model, folder, variants=variants, progress=lambda text: None,
+                        source={"path": str(weights)})
+    stylizer = OnnxStylizer(folder, variant=args.onnx_variant)
+    if args.model and stylizer.kind != args.model:
+        raise AdaconvError(f"{folder}: holds {stylizer.kind} graphs, but --model {args.model} was asked for")
+    return stylizer
 
 
 def stylize_command(args) -> int:
