@@ -65,7 +65,7 @@ def add_model_options(parser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="onnxruntime: run exported ONNX graphs (exported on first use unless --onnx DIR)")
-    parser.add_argument("--onnx", metavar="DIR", help="a folder from `adaconv export onnx` (with --backend onnxruntime)")
+    parser.add_argument("--onnx", metavar="DIR", help="a folder from `adaconv export onnx` (--backend onnxruntime)")
     parser.add_argument("--onnx-variant", choices=("fp32", "fp16", "int8"), default="fp32")
 
 

@@ -160,8 +160,13 @@ def _fp16_variant(out: Path) -> dict:
 
 def _int8_variant(out: Path, kind: str) -> dict:
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     contents, styles = example_batch(kind)
     style_session = _session(out / "style.onnx")
