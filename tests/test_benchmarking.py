@@ -94,3 +94,13 @@ def test_bad_arguments_are_one_line(argv, message, capsys):
     assert main(["benchmark", "--no-pause", *argv]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
+
+
+def test_onnxruntime_backend_reports_the_same_flops(tmp_path, adain_weights, report):
+    path = tmp_path / "onnx.json"
+    assert main(["benchmark", "--model", "adain", "--weights", str(adain_weights), "--sizes", "32", "--repeats", "1",
+                 "--backend", "onnxruntime", "--json", str(path), "--no-pause", "--quiet"]) == 0
+    row = json.loads(path.read_text())["results"][0]
+    assert row["backend"] == "onnxruntime fp32" and row["latency_s"] > 0
+    torch_row = report["results"][0]  # 32², batch 2 there: twice the FLOPs of one image
+    assert row["flop"] * 2 == torch_row["flop"]

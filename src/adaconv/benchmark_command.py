@@ -112,7 +112,8 @@ def benchmark_model(kind: str, model, sizes: list[int], *, device: torch.device,
         with torch.inference_mode():
             flops = count_flops(stylise)
         achieved = flops / seconds / 1e9
-        row = {"model": kind, "size": size, "batch": batch, "style_encoding_s": round(style_seconds, 4),
+        row = {"model": kind, "backend": f"torch {precision}", "size": size, "batch": batch,
+               "style_encoding_s": round(style_seconds, 4),
                "latency_s": round(seconds, 4), "latency_runs_s": [round(t, 4) for t in times],
                "throughput_img_s": round(batch / seconds, 3), "flop": flops, "gflop": round(flops / 1e9, 2),
                "gflops_per_s": round(achieved, 1), "peak_memory_mb": round(peak_memory / 2 ** 20, 1),
@@ -125,15 +126,63 @@ def benchmark_model(kind: str, model, sizes: list[int], *, device: torch.device,
     return rows
 
 
+def benchmark_onnx(kind: str, model, sizes: list[int], *, variant: str, batch: int, repeats: int, warmup: int,
+                   peaks: dict, progress) -> list[dict]:
+    """The same measurements through onnxruntime on the exported graphs (FLOPs counted on the PyTorch model,
+    which the graphs replicate operation for operation)."""
+    import tempfile
+
+    import numpy as np
+
+    from .export import export_onnx
+    from .onnx_runner import OnnxStylizer
+
+    if batch != 1:
+        raise AdaconvError("--backend onnxruntime measures batch 1 (the exported graphs take one image)")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        export_onnx(model, folder, variants=["fp32"] + ([variant] if variant != "fp32" else []),
+                    progress=lambda text: None)
+        runner = OnnxStylizer(folder, variant=variant)
+        generator = np.random.default_rng(0)
+        style_side = STYLE_SIDE if kind == "adain" else 256
+        style = generator.random((1, 3, style_side, style_side), dtype=np.float32)
+        style_seconds, _ = median_seconds(lambda: runner.style_session.run(None, {"style": style}), repeats,
+                                          warmup=warmup)
+        code = dict(zip(runner.code_names, runner.style_session.run(None, {"style": style})))
+        for size in sizes:
+            content = generator.random((1, 3, size, size), dtype=np.float32)
+            with PeakRSS() as memory:
+                seconds, times = median_seconds(lambda c=content: runner.content_session.run(
+                    None, {"content": c, **code}), repeats, warmup=warmup)
+            with torch.inference_mode():
+                tensor = torch.from_numpy(content)
+                style_code = StyleCode(*(torch.from_numpy(code[n]) for n in runner.code_names))
+                flops = count_flops(lambda t=tensor, c=style_code: model.decode(model.encoder.encode(t), c))
+            achieved = flops / seconds / 1e9
+            row = {"model": kind, "backend": f"onnxruntime {variant}", "size": size, "batch": 1,
+                   "style_encoding_s": round(style_seconds, 4), "latency_s": round(seconds, 4),
+                   "latency_runs_s": [round(t, 4) for t in times], "throughput_img_s": round(1 / seconds, 3),
+                   "flop": flops, "gflop": round(flops / 1e9, 2), "gflops_per_s": round(achieved, 1),
+                   "peak_memory_mb": round(memory.peak / 2 ** 20, 1), "memory_kind": "peak RSS of the process"}
+            for name, value in peaks.items():
+                if isinstance(value, (int, float)) and value > 0:
+                    row[f"share_of_{name}_peak"] = round(achieved / value, 3)
+            rows.append(row)
+            progress(row)
+    return rows
+
+
 def table(results: list[dict], peaks: dict) -> str:
-    lines = ["| model | size | batch | style encoding (s) | latency (s) | images/s | GFLOP | GFLOP/s | "
+    lines = ["| model | backend | size | batch | style encoding (s) | latency (s) | images/s | GFLOP | GFLOP/s | "
              "share of nominal peak | share of measured peak | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         nominal = r.get("share_of_nominal_peak")
         measured = r.get("share_of_measured_peak")
         lines.append(
-            f"| {r['model']} | {r['size']}² | {r['batch']} | {r['style_encoding_s']:.3f} | {r['latency_s']:.3f} | "
+            f"| {r['model']} | {r['backend']} | {r['size']}² | {r['batch']} | {r['style_encoding_s']:.3f} | "
+            f"{r['latency_s']:.3f} | "
             f"{r['throughput_img_s']:.2f} | {r['gflop']:.0f} | {r['gflops_per_s']:.0f} | "
             f"{'–' if nominal is None else f'{nominal:.0%}'} | {'–' if measured is None else f'{measured:.0%}'} | "
             f"{r['peak_memory_mb']:.0f} |")
@@ -143,6 +192,8 @@ def table(results: list[dict], peaks: dict) -> str:
 def benchmark_command(args) -> int:
     sizes = parse_sizes(args.sizes)
     device = pick_device(args.device)
+    if args.backend == "onnxruntime" and device.type != "cpu":
+        raise AdaconvError("--backend onnxruntime is measured on the CPU (use --device cpu)")
     if args.precision == "fp16" and device.type != "cuda":
         raise AdaconvError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     if args.threads:
@@ -167,8 +218,13 @@ def benchmark_command(args) -> int:
                      "measured_how": "best of a 2048² matmul and a channels_last 3×3 conv (FP32)"}
         results = []
         for kind, (model, weights_note) in models.items():
-            rows = benchmark_model(kind, model, sizes, device=device, batch=args.batch, precision=args.precision,
-                                   repeats=args.repeats, warmup=args.warmup, peaks=peaks, progress=progress)
+            if args.backend == "onnxruntime":
+                rows = benchmark_onnx(kind, model, sizes, variant=args.onnx_variant, batch=args.batch,
+                                      repeats=args.repeats, warmup=args.warmup, peaks=peaks, progress=progress)
+            else:
+                rows = benchmark_model(kind, model, sizes, device=device, batch=args.batch,
+                                       precision=args.precision, repeats=args.repeats, warmup=args.warmup,
+                                       peaks=peaks, progress=progress)
             for row in rows:
                 row["weights"] = weights_note
             results += rows

@@ -166,6 +166,9 @@ def add_benchmark(commands) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime: export the model and time the ONNX graphs instead")
+    parser.add_argument("--onnx-variant", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--no-pause", action="store_true", help="do not pause running training processes")
     parser.add_argument("--quiet", action="store_true", help="no per-size progress lines on stderr")
 
