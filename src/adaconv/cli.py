@@ -39,6 +39,7 @@ def _number(convert, accept, wanted: str):
 positive_int = _number(int, lambda v: v > 0, "a positive whole number")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 unit_float = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+stability_float = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def add_stylize(commands) -> None:
@@ -187,6 +188,41 @@ def add_export(commands) -> None:
     parser.add_argument("--opset", type=positive_int, default=18)
 
 
+def add_video(commands) -> None:
+    parser = commands.add_parser("video", help="stylise a video file (audio kept)",
+                                 description="Stylise every frame of a video with one style; frame rate, size "
+                                             "and audio are kept. Needs the video extra (PyAV).")
+    parser.add_argument("input", metavar="IN")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help=".mp4, .mkv, .mov, .webm or .avi")
+    parser.add_argument("--style", required=True, metavar="STYLE")
+    add_model_options(parser)
+    parser.add_argument("--alpha", type=unit_float, default=1.0, help="content-style trade-off in [0, 1]")
+    parser.add_argument("--batch", type=positive_int, default=4, help="frames per pass")
+    parser.add_argument("--stability", type=stability_float, default=0.0,
+                        help="temporal smoothing in [0, 1): statistics averaged over frames and static regions "
+                             "blended (0: off; 0.8 is a good start)")
+    parser.add_argument("--content-size", type=positive_int, help="long side of the output frames")
+    parser.add_argument("--style-size", type=positive_int, help="short side at which the style is read")
+    parser.add_argument("--flicker", action="store_true", help="measure flicker (output change / input change)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_camera(commands) -> None:
+    parser = commands.add_parser("camera", help="live camera (or video file) stylised in a window",
+                                 description="Stylise a camera feed live: n/p switch styles, q quits. With "
+                                             "--no-window -o OUT it runs headless. Needs the camera extra (OpenCV).")
+    parser.add_argument("--style", nargs="+", required=True, metavar="STYLE")
+    parser.add_argument("--source", default="0", help="camera index or a video file (default: camera 0)")
+    parser.add_argument("--no-window", action="store_true", help="do not open a window (needs -o)")
+    parser.add_argument("-o", "--output", metavar="OUT.mp4", help="also write the stylised frames to a video")
+    parser.add_argument("--size", type=positive_int, default=256, help="long side of the stylised frames")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after N frames")
+    parser.add_argument("--alpha", type=unit_float, default=1.0)
+    parser.add_argument("--stability", type=stability_float, default=0.0)
+    add_model_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -198,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate(commands)
     add_benchmark(commands)
     add_export(commands)
+    add_video(commands)
+    add_camera(commands)
     return parser
 
 
@@ -294,9 +332,36 @@ def run_export(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"export": run_export, "stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+def run_video(args) -> int:
+    from .stylize_command import load_stylizer
+    from .video import stylize_video
+
+    stylizer = load_stylizer(args)
+    summary = stylize_video(stylizer, args.input, args.output, args.style, alpha=args.alpha, batch=args.batch,
+                            stability=args.stability, content_size=args.content_size, style_size=args.style_size,
+                            progress=sys.stderr.isatty() and not args.quiet, measure_flicker=args.flicker)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        extra = f", flicker {summary['flicker']}" if "flicker" in summary else ""
+        print(f"{args.output}: {summary['frames']} frames at {summary['fps']:.2f} FPS{extra}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_camera(args) -> int:
+    from .camera import run_camera as camera_loop
+    from .stylize_command import load_stylizer
+
+    args.quiet = True
+    camera_loop(load_stylizer(args), args.style, source=args.source, window=not args.no_window,
+                output=args.output, size=args.size, alpha=args.alpha, stability=args.stability,
+                max_frames=args.max_frames)
+    return EXIT_OK
+
+
+COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
-            "benchmark": run_benchmark}
+            "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ test-time controls (α, interpolation, per-scale mixing) are operations on style
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -20,6 +20,11 @@ from .kernel_prediction import GROUPS, KernelPredictor, StyleEncoder
 from .modulation import adain, adaptive_conv, identity_kernels, mean_std, normalize_with_statistics
 
 MODEL_KINDS = ("adain", "adaconv")
+
+# (layer index, features [B, C, H, W]) -> (mean, σ) [B, C, 1, 1] to normalise those features with. Layer 0 is
+# relu4_1 (AdaIN) or the first adaptive layer (AdaConv); AdaConv's scales 1-3 follow. Video smooths these over
+# frames; the default (None) is the features' own statistics.
+ContentStatistics = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 PARAMETRIZATIONS = ("residual", "paper")
 
 
@@ -112,8 +117,13 @@ class AdaINModel(StyleTransferModel):
         """The content's own statistics: AdaIN with them is the identity (α = 0)."""
         return self.style_code_from_features(content_features)
 
-    def decode(self, content_features: torch.Tensor, style: StyleCode) -> torch.Tensor:
-        return self.decoder(adain(content_features, style.mean, style.std))
+    def decode(self, content_features: torch.Tensor, style: StyleCode,
+               statistics: ContentStatistics | None = None) -> torch.Tensor:
+        """``statistics``: where the content's channel statistics come from (default: the features' own)."""
+        if statistics is None:
+            return self.decoder(adain(content_features, style.mean, style.std))
+        mean, std = statistics(0, content_features)
+        return self.decoder((content_features - mean) / std * style.std + style.mean)
 
 
 class AdaConvModel(StyleTransferModel):
@@ -159,11 +169,16 @@ class AdaConvModel(StyleTransferModel):
                                             mode="bilinear", antialias=True, align_corners=False)
         return self.encode_style(resized)
 
-    def modulate(self, scale: int, features: torch.Tensor, style: StyleCode) -> torch.Tensor:
+    def modulate(self, scale: int, features: torch.Tensor, style: StyleCode,
+                 statistics: ContentStatistics | None = None) -> torch.Tensor:
         """The AdaConv layer at the start of decoder scale ``scale``."""
         predictor = self.kernel_predictors[scale]
         spatial, pointwise, bias = predictor(style.descriptor)
-        normalized, own_mean, own_std = normalize_with_statistics(features)
+        if statistics is None:
+            normalized, own_mean, own_std = normalize_with_statistics(features)
+        else:
+            own_mean, own_std = statistics(scale, features)
+            normalized = (features - own_mean) / own_std
         if self.parametrization == "residual":
             channels = predictor.channels
             if scale == 0:
@@ -176,12 +191,15 @@ class AdaConvModel(StyleTransferModel):
             bias = bias + base_mean.view(-1, channels)
         return adaptive_conv(normalized, spatial, pointwise, bias, predictor.groups)
 
-    def decode(self, content_features: torch.Tensor, style: StyleCode | Sequence[StyleCode]) -> torch.Tensor:
-        """``style``: one code, or four (one per scale, coarse to fine) for per-scale style mixing."""
+    def decode(self, content_features: torch.Tensor, style: StyleCode | Sequence[StyleCode],
+               statistics: ContentStatistics | None = None) -> torch.Tensor:
+        """``style``: one code, or four (one per scale, coarse to fine) for per-scale style mixing.
+        ``statistics``: where each adaptive layer's normalisation statistics come from (default: its input's)."""
         per_scale = [style] * len(SCALE_CHANNELS) if isinstance(style, StyleCode) else list(style)
         if len(per_scale) != len(SCALE_CHANNELS):
             raise ValueError(f"per-scale mixing needs {len(SCALE_CHANNELS)} style codes, got {len(per_scale)}")
-        return self.decoder(content_features, lambda scale, x: self.modulate(scale, x, per_scale[scale]))
+        return self.decoder(content_features,
+                            lambda scale, x: self.modulate(scale, x, per_scale[scale], statistics))
 
 
 def build_model(kind: str, encoder: VGGEncoder | None = None, **hyperparameters) -> StyleTransferModel:
