@@ -56,6 +56,12 @@ def add_stylize(commands) -> None:
     parser.add_argument("--content-size", type=positive_int,
                         help="long side of the content in pixels (default: its own size, capped at 2048)")
     parser.add_argument("--style-size", type=positive_int, help="short side at which the style is read")
+    parser.add_argument("--preserve-color", choices=("histogram", "luminance"),
+                        help="keep the photo's colours: recolour the style first, or keep the content's chroma")
+    parser.add_argument("--mask", nargs="+", metavar="MASK",
+                        help="spatial control: a label image (one colour per style) or one mask per style")
+    parser.add_argument("--style-per-scale", metavar="A,B,C,D",
+                        help="adaconv: four style images, coarse to fine, one per decoder scale")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress or notes on stderr")
 

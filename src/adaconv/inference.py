@@ -23,11 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .color_control import check_mode as check_color_mode
+from .color_control import keep_content_chroma, match_color_statistics
 from .devices import pick_device
 from .errors import AdaconvError, WeightsError
 from .imageio import tensor_to_pil, to_tensor
 from .models import MODEL_KINDS, StyleCode, StyleTransferModel, blend_style_codes
 from .preprocessing import pad_to_multiple, prepare_style, resize_long_side
+from .spatial_control import load_masks
 from .weights import model_from_weights, shipped_weights_path
 
 DEFAULT_MODEL = "adain"       # until AdaConv beats it on `adaconv evaluate` (the training campaign)
@@ -107,32 +110,64 @@ class Stylizer:
     # -- stylising -------------------------------------------------------------------------------
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor, style, *, alpha: float = 1.0,
-                       style_weights: Sequence[float] | None = None, style_size: int | None = None) -> torch.Tensor:
-        """Content [3, H, W] in [0, 1] -> stylised [3, H, W] in [0, 1], at the content's size."""
+                       style_weights: Sequence[float] | None = None, style_size: int | None = None,
+                       preserve_color: str | None = None, mask=None, style_per_scale=None) -> torch.Tensor:
+        """Content [3, H, W] in [0, 1] -> stylised [3, H, W] in [0, 1], at the content's size.
+
+        ``mask``: one label image or one mask per style (spatial control: style k paints region k).
+        ``style_per_scale``: four styles, coarse to fine, one per AdaConv decoder scale (per-scale mixing).
+        """
         if not 0.0 <= alpha <= 1.0:
             raise AdaconvError(f"alpha must be in [0, 1], got {alpha}")
+        check_color_mode(preserve_color)
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
-        if not styles:
+        if not styles and style_per_scale is None:
             raise AdaconvError("no style image given")
-        codes = [self.encode_style(s, style_size=style_size) for s in styles]
-        if style_weights is None:
-            style_weights = [1.0] * len(codes)
-        if len(style_weights) != len(codes):
-            raise AdaconvError(f"{len(style_weights)} style weights for {len(codes)} styles")
-        if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
-            raise AdaconvError("style weights must be non-negative and not all zero")
-        code = codes[0] if len(codes) == 1 else blend_style_codes(codes, style_weights)
+
+        def encode(image):
+            if preserve_color == "histogram":
+                return self.encode_style(match_color_statistics(to_tensor(image), content), style_size=style_size)
+            return self.encode_style(image, style_size=style_size)
+
         batch, (height, width) = pad_to_multiple(content[None].to(self.device))
         batch = batch.contiguous(memory_format=torch.channels_last)
         features = self.model.encoder.encode(batch)
-        if alpha != 1.0:
-            own = self.model.own_style_code(batch, features)
-            code = blend_style_codes([own, code], [1.0 - alpha, alpha])
-        output = self.model.decode(features, code)
-        return output[0, :, :height, :width].float().clamp(0, 1).cpu()
+
+        def with_alpha(code: StyleCode) -> StyleCode:
+            if alpha == 1.0:
+                return code
+            return blend_style_codes([self.model.own_style_code(batch, features), code], [1.0 - alpha, alpha])
+
+        if style_per_scale is not None:
+            if self.kind != "adaconv":
+                raise AdaconvError("per-scale style mixing needs the adaconv model (AdaIN has one style layer)")
+            if len(style_per_scale) != 4:
+                raise AdaconvError(f"--style-per-scale needs 4 styles (coarse to fine), got {len(style_per_scale)}")
+            output = self.model.decode(features, [with_alpha(encode(s)) for s in style_per_scale])
+        elif mask is not None:
+            codes = [with_alpha(encode(s)) for s in styles]
+            masks = load_masks(mask, len(codes), height, width)  # the content's own size, then padded like it
+            pad_h, pad_w = batch.shape[-2] - height, batch.shape[-1] - width
+            masks = torch.nn.functional.pad(masks[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+            output = self.model.decode_regions(features, codes, masks)
+        else:
+            codes = [encode(s) for s in styles]
+            if style_weights is None:
+                style_weights = [1.0] * len(codes)
+            if len(style_weights) != len(codes):
+                raise AdaconvError(f"{len(style_weights)} style weights for {len(codes)} styles")
+            if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
+                raise AdaconvError("style weights must be non-negative and not all zero")
+            code = codes[0] if len(codes) == 1 else blend_style_codes(codes, style_weights)
+            output = self.model.decode(features, with_alpha(code))
+        output = output[0, :, :height, :width].float()
+        if preserve_color == "luminance":
+            output = keep_content_chroma(output, content.to(output.device).float())
+        return output.clamp(0, 1).cpu()
 
     def stylize(self, content, style, *, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
-                content_size: int | None = None, style_size: int | None = None) -> Image.Image:
+                content_size: int | None = None, style_size: int | None = None, preserve_color: str | None = None,
+                mask=None, style_per_scale=None) -> Image.Image:
         """Stylise ``content`` with ``style`` (one image or a list to blend); returns a PIL RGB image.
 
         Args:
@@ -141,6 +176,10 @@ class Stylizer:
             style_weights: blend weights when several styles are given (default: equal).
             content_size: long side to process the content at (default: its own size, capped at 2048).
             style_size: scale at which the style is read (the size of brush strokes).
+            preserve_color: None, "histogram" (style recoloured to the content's palette first) or "luminance"
+                (the output's luminance with the content's chroma).
+            mask: spatial control, one label image or one mask per style: style k paints region k.
+            style_per_scale: AdaConv only: four styles (paths or images), coarse to fine, one per decoder scale.
         """
         image = to_tensor(content)
         if content_size is not None:
@@ -155,4 +194,5 @@ class Stylizer:
             raise AdaconvError(f"content image is too small ({image.shape[-1]}x{image.shape[-2]}); "
                                "it needs at least 16 pixels on each side")
         return tensor_to_pil(self.stylize_tensor(image, style, alpha=alpha, style_weights=style_weights,
-                                                 style_size=style_size))
+                                                 style_size=style_size, preserve_color=preserve_color, mask=mask,
+                                                 style_per_scale=style_per_scale))

@@ -125,6 +125,15 @@ class AdaINModel(StyleTransferModel):
         mean, std = statistics(0, content_features)
         return self.decoder((content_features - mean) / std * style.std + style.mean)
 
+    def decode_regions(self, content_features: torch.Tensor, codes: Sequence[StyleCode],
+                       masks: torch.Tensor) -> torch.Tensor:
+        """Spatial control: region k of ``masks`` ([N, H, W], summing to 1) painted with ``codes[k]``."""
+        from .spatial_control import at_resolution
+
+        weights = at_resolution(masks.to(content_features.device), *content_features.shape[-2:])
+        target = sum(w[0] * adain(content_features, c.mean, c.std) for w, c in zip(weights, codes))
+        return self.decoder(target)
+
 
 class AdaConvModel(StyleTransferModel):
     """Chandran et al. 2021: a style encoder, four kernel predictors and an AdaConv layer per decoder scale.
@@ -165,9 +174,9 @@ class AdaConvModel(StyleTransferModel):
     def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
         """The content image read as a style (resized to 256x256): α blends the descriptors."""
         from .kernel_prediction import STYLE_IMAGE_SIZE
-        resized = nn.functional.interpolate(content, size=(STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE),
-                                            mode="bilinear", antialias=True, align_corners=False)
-        return self.encode_style(resized)
+        from .preprocessing import resize
+
+        return self.encode_style(resize(content, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))  # as a style is read
 
     def modulate(self, scale: int, features: torch.Tensor, style: StyleCode,
                  statistics: ContentStatistics | None = None) -> torch.Tensor:
@@ -200,6 +209,18 @@ class AdaConvModel(StyleTransferModel):
             raise ValueError(f"per-scale mixing needs {len(SCALE_CHANNELS)} style codes, got {len(per_scale)}")
         return self.decoder(content_features,
                             lambda scale, x: self.modulate(scale, x, per_scale[scale], statistics))
+
+    def decode_regions(self, content_features: torch.Tensor, codes: Sequence[StyleCode],
+                       masks: torch.Tensor) -> torch.Tensor:
+        """Spatial control: at every adaptive layer, region k of ``masks`` ([N, H, W], summing to 1) gets the
+        layer as ``codes[k]``'s predicted kernels make it."""
+        from .spatial_control import at_resolution
+
+        def layer(scale: int, x: torch.Tensor) -> torch.Tensor:
+            weights = at_resolution(masks.to(x.device), *x.shape[-2:])
+            return sum(w[0] * self.modulate(scale, x, code) for w, code in zip(weights, codes))
+
+        return self.decoder(content_features, layer)
 
 
 def build_model(kind: str, encoder: VGGEncoder | None = None, **hyperparameters) -> StyleTransferModel:

@@ -116,6 +116,12 @@ def stylize_command(args) -> int:
         if style != "-" and Path(style).is_dir():
             raise ImageError(f"{style}: is a directory, not a style image")
     stylizer = load_stylizer(args)
+    controls = {}
+    if args.preserve_color or args.mask or args.style_per_scale:
+        if getattr(args, "backend", "torch") != "torch":
+            raise AdaconvError("--preserve-color, --mask and --style-per-scale need the torch backend")
+        per_scale = args.style_per_scale.split(",") if args.style_per_scale else None
+        controls = {"preserve_color": args.preserve_color, "mask": args.mask, "style_per_scale": per_scale}
     started = time.perf_counter()
     for style in args.style:  # read every style up front: a bad style fails before any output is written
         stylizer.encode_style(style, style_size=args.style_size)
@@ -126,7 +132,7 @@ def stylize_command(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             image = stylizer.stylize(content, args.style, alpha=args.alpha, style_weights=weights,
-                                     content_size=args.content_size, style_size=args.style_size)
+                                     content_size=args.content_size, style_size=args.style_size, **controls)
         notes.extend(str(w.message) for w in caught)
         save_image(image, target)
         results.append({"content": str(content), "output": str(target), "size": list(image.size)})
