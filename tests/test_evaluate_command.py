@@ -8,7 +8,7 @@ from PIL import Image
 
 from adaconv.cli import main
 from adaconv.evaluate_command import SCHEMA, evenly_spaced, select_pairs
-from adaconv.evaluation import METRICS
+from adaconv.evaluation import MEASURE_SIZE, METRICS
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,14 @@ def bench(data_dir):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, bench, adain_weights):
     out = tmp_path_factory.mktemp("evaluate") / "run"
-    code = main(["evaluate", "--weights", str(adain_weights), "--content", str(bench / "content"),
-                 "--style", str(bench / "style"), "--grid", "2x2", "--size", "64", "--out", str(out), "--quiet"])
+    code = main(run_arguments(adain_weights, bench, out))
     assert code == 0
     return out
+
+
+def run_arguments(weights, bench, out, size="64"):
+    return ["evaluate", "--weights", str(weights), "--content", str(bench / "content"), "--style", str(bench / "style"),
+            "--grid", "2x2", "--size", size, "--out", str(out), "--quiet"]
 
 
 def test_run_folder_holds_outputs_report_and_sheet(evaluated):
@@ -38,12 +42,21 @@ def test_report_schema(evaluated):
     report = json.loads((evaluated / "evaluation.json").read_text())
     assert report["schema"] == SCHEMA and report["count"] == 4 and len(report["pairs"]) == 4
     assert report["source"]["model"] == "adain" and len(report["source"]["weights_sha256"]) == 16
+    assert report["size"] == 64 and report["measure"]["size"] == MEASURE_SIZE
+    assert report["measure"]["normalisation"] == "raw" and report["measure"]["metrics"] == list(METRICS)
+    assert {(p["content"], p["style"]) for p in report["pairs"]} == {
+        (c, s) for c in ("00.png", "19.png") for s in ("00.png", "39.png")}
     for pair in report["pairs"]:
         assert set(METRICS) <= set(pair) and all(isinstance(pair[m], float) for m in METRICS)
-        assert pair["content_error"] > 0 and 0 <= pair["color_distance"] <= 1
+        assert pair["content_error"] > 0 and 0 <= pair["color_distance"] <= 1 and -1 <= pair["ssim"] <= 1
     assert set(report["summary"]) == set(METRICS)
+    assert all(set(v) == {"mean", "median"} for v in report["summary"].values())
+    assert all(isinstance(v, float) and v >= 0 for v in report["seconds"].values())
     probe = report["structure_probe"]
     assert probe["count"] == 2 and probe["probe"]["orientation_match"] == 1.0
+    # the probe is made of crisp black/white edges; photos have far fewer
+    assert probe["probe"]["sharp_edge_density"] > 2 * probe["contents"]["sharp_edge_density"]
+    assert set(probe["outputs"]) == {"sharp_edge_density", "orientation_match"}
     assert (evaluated / "probe" / "00__structure_probe.png").exists()
 
 
@@ -61,6 +74,28 @@ def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):
         assert theirs["summary"][metric]["mean"] == pytest.approx(ours["summary"][metric]["mean"], abs=1e-6)
 
 
+def test_outputs_mode_with_limit_takes_a_spread_subset(tmp_path, evaluated, bench):
+    out = tmp_path / "limited"
+    code = main(["evaluate", "--outputs", str(evaluated / "images"), "--content", str(bench / "content"),
+                 "--style", str(bench / "style"), "--grid", "2x2", "--limit", "2", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["count"] == 2 and report["limit"] == 2 and report["size"] is None
+    assert [p["output"] for p in report["pairs"]] == ["00__00.png", "19__39.png"]  # both contents, both styles
+
+
+def test_interrupted_run_resumes_and_other_settings_are_refused(tmp_path, evaluated, bench, adain_weights, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    (run / "images" / "19__00.png").unlink()
+    kept = (run / "images" / "00__00.png").stat().st_mtime_ns
+    assert main(run_arguments(adain_weights, bench, run)) == 0
+    assert (run / "images" / "19__00.png").exists() and (run / "images" / "00__00.png").stat().st_mtime_ns == kept
+    capsys.readouterr()
+    assert main(run_arguments(adain_weights, bench, run, size="96")) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
     code = main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(evaluated / "evaluation.json"),
                  "--out", str(tmp_path)])
@@ -71,9 +106,11 @@ def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
     assert header.count("|") == 4 and rule == "|---|---|---|"  # the metric column and one per run
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys, monkeypatch):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
+    incomplete = tmp_path / "incomplete.json"
+    incomplete.write_text(json.dumps({"schema": SCHEMA, "pairs": [], "count": 0}))
     partial = tmp_path / "partial"
     partial.mkdir()
     cases = [
@@ -81,6 +118,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys):
         ["evaluate", "--outputs", str(partial), "--content", str(bench / "content"), "--style", str(bench / "style"),
          "--grid", "2x2", "--out", str(tmp_path / "o")],
         ["evaluate", "--compare", str(bad_json)],
+        ["evaluate", "--compare", str(evaluated / "evaluation.json"), str(incomplete)],
+        ["evaluate", "--outputs", str(evaluated / "images"), "--model", "adain", "--out", str(tmp_path / "m")],
         ["evaluate", "--grid", "2by2", "--out", str(tmp_path / "g")],
     ]
     for argv in cases:
@@ -88,6 +127,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys):
         assert main(argv) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("adaconv evaluate: error:") and "\n" not in error
+    # the default benchmark folder is looked up relative to the current folder
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--outputs", str(evaluated / "images"), "--out", str(tmp_path / "d")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "../shared/data/bench/content" in error and "default" in error and "\n" not in error
 
 
 def test_pair_selection_spreads_over_the_grid():

@@ -7,11 +7,14 @@ from adaconv.evaluation import (
     METRICS,
     color_distance,
     describe,
+    describe_features,
     luminance,
+    measure_features,
     measuring_network,
+    measuring_setup,
     score,
     ssim,
-    statistics_distance,
+    style_distance,
     summarize,
 )
 from adaconv.imageio import to_tensor
@@ -48,16 +51,20 @@ def test_style_as_output_matches_style_but_not_content(content, style):
     assert metrics["content_error"] > 0.5 and metrics["ssim"] < 0.5
 
 
-def test_statistics_moved_toward_the_style_lower_the_style_distance_monotonically(content, style):
+def test_features_moved_toward_the_style_statistics_lower_the_style_distance_monotonically(content, style):
+    """AdaIN's α blend in feature space: each tap's statistics go from the content's (t=0) to the style's (t=1)."""
+    features = measure_features(content.image)
     distances = []
-    for t in torch.linspace(0, 1, 6):
-        means = [(1 - t) * c + t * s for c, s in zip(content.means, style.means)]
-        stds = [(1 - t) * c + t * s for c, s in zip(content.stds, style.stds)]
-        # renormalise the content's features to those statistics and measure them again from the features
-        moved = [((f.flatten(1).double() - cm[:, None]) / cs.clamp_min(1e-8)[:, None]) * s[:, None] + m[:, None]
-                 for f, cm, cs, m, s in zip(content.features, content.means, content.stds, means, stds)]
-        distances.append(statistics_distance([x.mean(1) for x in moved], [x.std(1, unbiased=False) for x in moved],
-                                             style.means, style.stds))
+    for t in torch.linspace(0, 1, 6, dtype=torch.float64):
+        moved = []
+        for feature, mean, std, style_mean, style_std in zip(features, content.means, content.stds,
+                                                               style.means, style.stds):
+            target_mean = ((1 - t) * mean + t * style_mean)[:, None, None]
+            target_std = ((1 - t) * std + t * style_std)[:, None, None]
+            normalised = (feature.double() - mean[:, None, None]) / std.clamp_min(1e-8)[:, None, None]
+            moved.append(normalised * target_std + target_mean)
+        distances.append(style_distance(describe_features(content.image, moved), style))
+    assert distances[0] == pytest.approx(style_distance(content, style))
     assert distances[0] > 0.1 and distances[-1] == pytest.approx(0.0, abs=1e-6)
     assert all(a > b for a, b in zip(distances, distances[1:]))
 
@@ -72,8 +79,14 @@ def test_ssim_falls_with_noise_and_colour_distance_is_bounded(content):
     assert color_distance(black, white) == pytest.approx(1.0)
 
 
-def test_measuring_network_is_the_raw_vgg_not_the_models_encoder():
+def test_measuring_network_is_the_raw_vgg_not_the_models_encoder(content):
     assert measuring_network().normalisation_id == "raw"
+    setup = measuring_setup()
+    assert setup["normalisation"] == "raw" and setup["size"] == 512 and setup["metrics"] == list(METRICS)
+    # only relu4_1 is kept as a map; the other taps are kept as statistics (64, 128, 256, 512 channels)
+    assert content.content_features.shape == (512, SIZE // 8, SIZE // 8)
+    assert [m.numel() for m in content.means] == [64, 128, 256, 512]
+    assert [g.shape for g in content.grams] == [(c, c) for c in (64, 128, 256, 512)]
 
 
 def test_summarize_gives_mean_and_median():

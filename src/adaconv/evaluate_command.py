@@ -1,8 +1,10 @@
 """``adaconv evaluate``: stylise a benchmark (or take another tool's outputs) and score it; compare scored runs.
 
 A run folder holds ``images/<content stem>__<style stem>.png`` (skipped when present, so an interrupted run
-continues), ``probe/`` (the contents stylised with the structure probe), ``evaluation.json``, ``evaluation.md``
-and ``contact_sheet.png``.
+continues), ``probe/`` (the contents stylised with the structure probe), ``run.json`` (what made the images: a
+resumed run with another model, weights file or size is refused rather than mixed in), ``evaluation.json``,
+``evaluation.md`` and ``contact_sheet.png``. ``--size`` is the short side of the content given to the model;
+scoring always happens at the fixed measuring size of ``evaluation.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from tqdm import tqdm
 
 from .contact_sheet import contact_sheet
 from .errors import AdaconvError, ImageError
-from .evaluation import MEASURE_SIZE, MEASURING_NETWORK, METRICS, describe, score, summarize
+from .evaluation import METRICS, describe, measuring_setup, score, summarize
 from .imageio import list_images, save_image, to_tensor, write_atomically
+from .preprocessing import resize_short_side
 from .structure_probe import EDGE_THRESHOLD, probe_image, probe_statistics, probe_tensor
 
 SCHEMA = "adaconv-evaluation"
@@ -123,19 +126,22 @@ def evaluate_command(args) -> int:
         images = out / "images"
         images.mkdir(exist_ok=True)
         source = _model_description(stylizer, args)
+        _claim_run_folder(out, source, args.size)
         todo = [(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
+        resized: dict[Path, torch.Tensor] = {}  # styles are the outer loop: read each content once, not per style
         for content, style in tqdm(todo, desc="stylize", unit="pair", disable=not show):
-            result = stylizer.stylize(content, style, content_size=args.size)
-            save_image(result, images / pair_name(content, style))
+            if content not in resized:
+                resized[content] = resize_short_side(to_tensor(content), args.size)
+            save_image(stylizer.stylize(resized[content], style), images / pair_name(content, style))
     stylize_seconds = time.perf_counter() - started
 
     records = _score_pairs(pairs, images, show)
     probe = _structure_probe(stylizer, contents, out, args.size, show) if stylizer is not None else None
     report = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
-        "source": source, "size": args.size,
+        "source": source, "size": None if args.outputs else args.size,
         "content_dir": str(content_dir), "style_dir": str(style_dir), "grid": args.grid, "limit": args.limit,
-        "measure": {"network": MEASURING_NETWORK, "size": MEASURE_SIZE, "metrics": list(METRICS)},
+        "measure": measuring_setup(),
         "pairs": records, "count": len(records), "summary": summarize(records),
         "structure_probe": probe,
         "seconds": {"stylize": round(stylize_seconds, 1), "total": round(time.perf_counter() - started, 1)},
@@ -158,10 +164,26 @@ def _model_description(stylizer, args) -> dict:
     if path:
         description.update(weights=str(path), weights_name=Path(path).name, weights_sha256=_file_digest(Path(path)))
     provenance = info.get("provenance") or {}
-    for key in ("iterations", "images_seen", "crop_size", "exported"):
+    for key in ("iterations", "images_seen", "crop_size", "train_seconds", "exported", "dtype"):
         if key in provenance:
             description[key] = provenance[key]
     return description
+
+
+def _claim_run_folder(out: Path, source: dict, size: int) -> None:
+    """Record what makes the images; refuse to resume a folder whose images another model or size made."""
+    identity = {"model": source["model"], "weights_sha256": source.get("weights_sha256"), "size": size}
+    path = out / "run.json"
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != identity:
+            raise AdaconvError(f"{out}: holds images made with other settings ({path.name}: {previous}); "
+                               "choose a new --out folder")
+        return
+    write_atomically(path, lambda f: f.write(json.dumps(identity).encode()))
 
 
 def _score_pairs(pairs, images: Path, show: bool) -> list[dict]:
@@ -196,7 +218,7 @@ def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show:
     for content in tqdm(contents, desc="probe", unit="img", disable=not show):
         target = folder / f"{content.stem}__{PROBE_NAME}.png"
         if not target.exists():
-            save_image(stylizer.stylize(content, probe, content_size=size), target)
+            save_image(stylizer.stylize(resize_short_side(to_tensor(content), size), probe), target)
         outputs.append(probe_statistics(to_tensor(target), reference))
         originals.append(probe_statistics(to_tensor(content), reference))
 
@@ -245,6 +267,14 @@ def _load_report(path: str) -> dict:
         raise AdaconvError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise AdaconvError(f"{path}: not an adaconv evaluation (no '{SCHEMA}' schema)")
+    try:
+        for metric in METRICS:
+            float(report["summary"][metric]["mean"])
+            for pair in report["pairs"]:
+                float(pair[metric])
+        int(report["count"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise AdaconvError(f"{path}: incomplete evaluation (missing or bad {error})") from None
     return report
 
 
@@ -252,6 +282,10 @@ def compare_command(args) -> int:
     reports = [_load_report(p) for p in args.compare]
     for path, report in zip(args.compare, reports):
         report.setdefault("label", Path(path).parent.name or path)
+    setups = {json.dumps(r.get("measure"), sort_keys=True) for r in reports}
+    if len(setups) > 1:
+        print("note: these reports were measured differently (see their 'measure'); the numbers may not compare",
+              file=sys.stderr)
     markdown = summary_markdown(reports)
     print(markdown)
     if args.out:

