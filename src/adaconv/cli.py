@@ -54,7 +54,8 @@ def add_stylize(commands) -> None:
     parser.add_argument("--alpha", type=unit_float, default=1.0,
                         help="content-style trade-off in [0, 1] (1: full style)")
     parser.add_argument("--content-size", type=positive_int,
-                        help="long side of the content in pixels (default: its own size, capped at 2048)")
+                        help="long side of the content in pixels (default: its own size, capped at 8192, "
+                             "or at 2048 with --tile off)")
     parser.add_argument("--style-size", type=positive_int, help="short side at which the style is read")
     parser.add_argument("--preserve-color", choices=("histogram", "luminance"),
                         help="keep the photo's colours: recolour the style first, or keep the content's chroma")
@@ -62,6 +63,15 @@ def add_stylize(commands) -> None:
                         help="spatial control: a label image (one colour per style) or one mask per style")
     parser.add_argument("--style-per-scale", metavar="A,B,C,D",
                         help="adaconv: four style images, coarse to fine, one per decoder scale")
+    parser.add_argument("--tile", choices=("auto", "on", "off"), default="auto",
+                        help="overlapping tiles with whole-image statistics (no seams), for images up to 8K; "
+                             "auto (default): above 2048x2048 pixels; off: cap the long side at 2048")
+    parser.add_argument("--tile-size", type=positive_int, default=1024, metavar="N",
+                        help="tile side in pixels (default 1024, at least 256; smaller uses less memory)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="folders: leave contents whose output already exists (resume an interrupted batch)")
+    parser.add_argument("--allow-huge", action="store_true",
+                        help="read images above Pillow's decompression-bomb limit (trusted files only)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress or notes on stderr")
 
@@ -149,7 +159,8 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--content", metavar="DIR", help="content photos (default: ../shared/data/bench/content)")
     parser.add_argument("--style", metavar="DIR", help="style paintings (default: ../shared/data/bench/style)")
     parser.add_argument("--out", metavar="DIR", help="run folder: images, evaluation.json/.md, contact_sheet.png")
-    parser.add_argument("--size", type=positive_int, default=512, help="long side of the stylised contents")
+    parser.add_argument("--size", type=positive_int, default=512,
+                        help="short side at which each content is stylised (scoring is at a fixed size)")
     parser.add_argument("--grid", metavar="CxS", help="use C contents x S styles spread over the folders (e.g. 5x8)")
     parser.add_argument("--limit", type=positive_int, help="score N pairs spread over the grid instead of all")
     parser.add_argument("--label", help="name of this run in tables and plots (default: the weights file name)")
@@ -170,14 +181,15 @@ def add_benchmark(commands) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32, or autocast to bf16 (CPU/CUDA) or fp16 (CUDA)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per size (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--warmup", type=_number(int, lambda v: v >= 0, "a whole number >= 0"), default=1,
+                        help="untimed runs first (the first one also counts the FLOPs)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="onnxruntime: export the model and time the ONNX graphs instead")
     parser.add_argument("--onnx-variant", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--no-pause", action="store_true", help="do not pause running training processes")
-    parser.add_argument("--quiet", action="store_true", help="no per-size progress lines on stderr")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or pause notes on stderr")
 
 
 def add_export(commands) -> None:
@@ -229,6 +241,27 @@ def add_camera(commands) -> None:
     add_model_options(parser)
 
 
+def add_stylize_dataset(commands) -> None:
+    parser = commands.add_parser("stylize-dataset", help="stylise a whole dataset tree, one random painting each",
+                                 description="Every image below SRC gets a painting from STYLES chosen by a hash "
+                                             "of its path and --seed, written to the same path below OUT. "
+                                             "Resumable; sharded across processes with torchrun.")
+    parser.add_argument("source", metavar="SRC")
+    parser.add_argument("styles", metavar="STYLES")
+    parser.add_argument("output", metavar="OUT")
+    add_model_options(parser)
+    parser.add_argument("--size", type=positive_int,
+                        help="short side of the outputs, up or down (default: the input's size, long side <= 2048)")
+    parser.add_argument("--alpha", type=unit_float, default=1.0, help="content-style trade-off (1: full style)")
+    parser.add_argument("--seed", type=int, default=0, help="changes which painting each image gets")
+    parser.add_argument("--skip-existing", action=argparse.BooleanOptionalAction, default=True,
+                        help="leave images whose output exists (default: on, so a killed run resumes)")
+    parser.add_argument("--allow-huge", action="store_true",
+                        help="read images above Pillow's decompression-bomb limit (trusted files only)")
+    parser.add_argument("--json", action="store_true", help="print this rank's summary as JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -242,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export(commands)
     add_video(commands)
     add_camera(commands)
+    add_stylize_dataset(commands)
     return parser
 
 
@@ -365,9 +399,16 @@ def run_camera(args) -> int:
     return EXIT_OK
 
 
+def run_stylize_dataset(args) -> int:
+    from .dataset_command import stylize_dataset_command
+
+    return stylize_dataset_command(args)
+
+
 COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
-            "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera}
+            "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera,
+            "stylize-dataset": run_stylize_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:

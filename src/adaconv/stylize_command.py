@@ -9,40 +9,76 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .errors import AdaconvError, ImageError
-from .imageio import IMAGE_SUFFIXES, WRITABLE_FORMATS, check_output_path, list_images, save_image
+from .imageio import (
+    IMAGE_SUFFIXES,
+    WRITABLE_FORMATS,
+    allow_huge_images,
+    check_output_path,
+    list_images,
+    read_content,
+    save_image,
+    tensor_to_pil,
+)
 from .inference import MAX_CONTENT_SIDE, Stylizer
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
 
 
-def expand_contents(items: list[str]) -> tuple[list[Path], bool]:
-    """Files, folders and globs -> content paths; the flag says whether this is a batch (output is a folder)."""
-    paths: list[Path] = []
+def expand_contents(items: list[str]) -> tuple[list[tuple[Path, Path]], bool]:
+    """Files, folders and globs -> (content path, its subfolder below the output folder) pairs; the flag says
+    whether this is a batch (output is a folder). A folder's tree is kept below the output, so that ``a/x.jpg`` and
+    ``b/x.jpg`` of one folder do not overwrite each other; files and globs go to the output folder itself."""
+    paths: list[tuple[Path, Path]] = []
     batch = len(items) > 1
     for item in items:
         if item == "-":
-            paths.append(Path("-"))
+            paths.append((Path("-"), Path()))
         elif any(ch in item for ch in "*?[") and not Path(item).exists():
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True)
                              if Path(m).suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
                 raise ImageError(f"{item}: no images match")
-            paths += matches
+            paths += [(match, Path()) for match in matches]
             batch = True
         elif Path(item).is_dir():
             found = list_images(item)
             if not found:
                 raise ImageError(f"{item}: folder holds no images")
-            paths += found
+            paths += [(path, path.parent.relative_to(item)) for path in found]
             batch = True
         else:
-            paths.append(Path(item))  # a missing file is reported when it is read
+            paths.append((Path(item), Path()))  # a missing file is reported when it is read
     return paths, batch
+
+
+def batch_targets(contents: list[tuple[Path, Path]], output: Path, styles: list[str]) -> list[tuple[Path, Path]]:
+    """(content, output file) pairs of a batch: ``<subfolder>/<content stem>__<style stems>.png``.
+
+    Contents that share a stem in one subfolder (``x.jpg`` and ``x.png``) use their whole name instead
+    (``x.jpg__style.png``). Checked before any work: two different contents that would still be written to one file
+    are refused (the second would silently replace the first); a content listed twice is stylised once."""
+    style_stem = "+".join(Path(style).stem for style in styles)
+    stems = Counter((subfolder, content.stem) for content, subfolder in dict.fromkeys(contents))
+    owners: dict[Path, Path] = {}
+    pairs = []
+    for content, subfolder in contents:
+        if str(content) == "-":
+            raise AdaconvError("-: standard input can only be the one content of a run, not part of a batch")
+        name = content.stem if stems[subfolder, content.stem] == 1 else content.name
+        target = output / subfolder / f"{name}__{style_stem}.png"
+        if target in owners:
+            if owners[target].resolve() == content.resolve():
+                continue
+            raise AdaconvError(f"{owners[target]} and {content} would both be written to {target}; rename one")
+        owners[target] = content
+        pairs.append((content, target))
+    return pairs
 
 
 def parse_style_weights(text: str | None, count: int) -> list[float] | None:
@@ -55,6 +91,17 @@ def parse_style_weights(text: str | None, count: int) -> list[float] | None:
     if len(weights) != count:
         raise AdaconvError(f"--style-weights gives {len(weights)} weights for {count} styles")
     return weights
+
+
+def tiling_options(args, stylizer, batch: bool) -> dict:
+    """--tile and --tile-size for the torch Stylizer; the tile progress bar only for a single content (a batch has
+    its own bar)."""
+    tile, tile_size = getattr(args, "tile", "auto"), getattr(args, "tile_size", 1024)
+    if not isinstance(stylizer, Stylizer):
+        if tile == "on":
+            raise AdaconvError("--tile on needs the torch backend")
+        return {}
+    return {"tile": tile, "tile_size": tile_size, "progress": False if args.quiet or batch else None}
 
 
 def load_stylizer(args) -> Stylizer:
@@ -110,11 +157,18 @@ def stylize_command(args) -> int:
             raise AdaconvError(f"{output}: several contents need an output folder, not a file")
         if output.exists() and not output.is_dir():
             raise AdaconvError(f"{output}: exists and is not a folder")
+        targets = batch_targets(contents, output, args.style)
     else:
         check_output_path(output)
+        if str(output) == "-" and args.json:
+            raise AdaconvError("-o - and --json would both write to standard output; choose one")
     for style in args.style:
-        if style != "-" and Path(style).is_dir():
+        if style == "-":
+            raise ImageError("--style -: styles are read from files (standard input can be the content)")
+        if Path(style).is_dir():
             raise ImageError(f"{style}: is a directory, not a style image")
+    if args.allow_huge:
+        allow_huge_images()
     stylizer = load_stylizer(args)
     controls = {}
     if args.preserve_color or args.mask or args.style_per_scale:
@@ -126,37 +180,41 @@ def stylize_command(args) -> int:
     for style in args.style:  # read every style up front: a bad style fails before any output is written
         stylizer.encode_style(style, style_size=args.style_size)
     notes: list[str] = []
-    results, failures = [], []
+    results, failures, skipped = [], [], []
 
     def run_one(content: Path, target: Path) -> None:
+        pixels, metadata = read_content(content)
+        source = pixels if isinstance(stylizer, Stylizer) else tensor_to_pil(pixels)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            image = stylizer.stylize(content, args.style, alpha=args.alpha, style_weights=weights,
-                                     content_size=args.content_size, style_size=args.style_size, **controls)
+            image = stylizer.stylize(source, args.style, alpha=args.alpha, style_weights=weights,
+                                     content_size=args.content_size, style_size=args.style_size, **controls,
+                                     **tiling_options(args, stylizer, batch))
         notes.extend(str(w.message) for w in caught)
-        save_image(image, target)
+        save_image(image, target, metadata=metadata)
         results.append({"content": str(content), "output": str(target), "size": list(image.size)})
 
     if not batch:
-        run_one(contents[0], output)
+        run_one(contents[0][0], output)
     else:
-        output.mkdir(parents=True, exist_ok=True)
-        style_stem = "+".join(Path(s).stem for s in args.style)
         show = not args.quiet and sys.stderr.isatty()
-        for content in tqdm(contents, disable=not show, desc="stylize", unit="img"):
-            target = output / f"{content.stem}__{style_stem}.png"
+        for content, target in tqdm(targets, disable=not show, desc="stylize", unit="img"):
+            if args.skip_existing and target.exists():
+                skipped.append(str(target))
+                continue
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 run_one(content, target)
             except AdaconvError as error:
                 failures.append({"content": str(content), "error": str(error)})
     if not args.quiet:
-        for note in notes:
+        for note in dict.fromkeys(notes):  # once each, however many contents it concerned
             print(f"adaconv stylize: note: {note}", file=sys.stderr)
         for failure in failures:
             print(f"adaconv stylize: failed: {failure['error']}", file=sys.stderr)
     if args.json:
         summary = {"model": stylizer.kind, "weights": stylizer.info.get("path"), "outputs": results,
-                   "failed": failures, "seconds": round(time.perf_counter() - started, 3),
+                   "failed": failures, "skipped_existing": skipped, "seconds": round(time.perf_counter() - started, 3),
                    "max_content_side": MAX_CONTENT_SIDE}
         print(json.dumps(summary, indent=2))
     return EXIT_PARTIAL if failures else EXIT_OK
