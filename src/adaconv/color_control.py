@@ -15,6 +15,8 @@ import torch
 from .errors import AdaconvError
 
 MODES = ("histogram", "luminance")
+MOMENT_PIXELS = 1 << 22  # colour moments of larger images from a regular subsample (4 Mpx estimate them to ~1e-4)
+CHUNK_ROWS = 256         # luminance mode works in float64 on this many rows at a time (bounded memory at 8K)
 _TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
                          dtype=torch.float64)
 
@@ -25,7 +27,10 @@ def check_mode(mode: str | None) -> None:
 
 
 def _mean_covariance(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pixels = image.reshape(3, -1).double()
+    step = 1
+    while image.shape[-2] * image.shape[-1] > MOMENT_PIXELS * step * step:
+        step += 1
+    pixels = image[:, ::step, ::step].reshape(3, -1).double()
     mean = pixels.mean(1, keepdim=True)
     centred = pixels - mean
     return mean, centred @ centred.T / centred.shape[1] + 1e-5 * torch.eye(3, dtype=torch.float64)
@@ -56,6 +61,9 @@ def ycbcr_to_rgb(image: torch.Tensor) -> torch.Tensor:
 
 def keep_content_chroma(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The output's luminance with the content's chroma, [3, H, W] in float (the caller clips)."""
-    output_ycbcr, content_ycbcr = rgb_to_ycbcr(output.double()), rgb_to_ycbcr(content.double())
-    combined = torch.cat([output_ycbcr[:1], content_ycbcr[1:]])
-    return ycbcr_to_rgb(combined).to(output.dtype)
+    combined = torch.empty_like(output)
+    for top in range(0, output.shape[-2], CHUNK_ROWS):  # pixelwise, so chunks change nothing but the memory
+        rows = slice(top, top + CHUNK_ROWS)
+        output_ycbcr, content_ycbcr = rgb_to_ycbcr(output[:, rows].double()), rgb_to_ycbcr(content[:, rows].double())
+        combined[:, rows] = ycbcr_to_rgb(torch.cat([output_ycbcr[:1], content_ycbcr[1:]])).to(output.dtype)
+    return combined

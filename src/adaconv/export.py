@@ -37,7 +37,10 @@ OPSET = 18
 MANIFEST = "adaconv-onnx.json"
 VARIANTS = ("fp32", "fp16", "int8")
 INT8_FLOAT_ENCODER_CONVS = 5
-FP16_BLOCKED = ["Resize"]  # keeps its fp32 scales input; inputs and outputs stay fp32 (keep_io_types)
+# Kept in fp32 by the fp16 converter: Resize (its scales input) and, by node name, every Cast (AdaConv's
+# statistics cast pixel counts to float; in fp16 they would mismatch their fp32 consumers). Blocking "Cast" as an
+# op type instead sends onnxconverter-common 1.16 into an endless loop: the casts it inserts are Casts too.
+FP16_BLOCKED_OPS = ["Resize"]
 
 
 class StyleGraph(nn.Module):
@@ -151,7 +154,9 @@ def _fp16_variant(out: Path) -> dict:
         graph = onnx.load(str(out / f"{name}.onnx"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter warns about values clipped to the fp16 range
-            converted = float16.convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_BLOCKED)
+            casts = [node.name for node in graph.graph.node if node.op_type == "Cast"]
+            converted = float16.convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS,
+                                                         node_block_list=casts)
         path = out / graph_file(name, "fp16")
         write_atomically(path, lambda f, g=converted: f.write(g.SerializeToString()))
         entry[name] = path.name

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from .color_control import check_mode as check_color_mode
 from .color_control import keep_content_chroma, match_color_statistics
@@ -31,10 +34,18 @@ from .imageio import tensor_to_pil, to_tensor
 from .models import MODEL_KINDS, StyleCode, StyleTransferModel, blend_style_codes
 from .preprocessing import pad_to_multiple, prepare_style, resize_long_side
 from .spatial_control import load_masks
+from .tiling import TILE_SIZE, check_tile_size, decode_tiled, encode_tiled, passes, tile_grid
 from .weights import model_from_weights, shipped_weights_path
 
 DEFAULT_MODEL = "adain"       # until AdaConv beats it on `adaconv evaluate` (the training campaign)
-MAX_CONTENT_SIDE = 2048       # default cap on the content's long side without tiling; --content-size overrides
+# Caps on the content's long side when no --content-size is given. Untiled, memory grows with the image
+# (AdaConv's last decoder scale alone holds 64 channels at full size: ~1 GB per activation at 2048²), so
+# tile="off" keeps the old 2048 cap. Tiled, only the relu4_1 map and the output are whole-image tensors
+# (~3 GB at 8K), so the cap covers 8K (7680x4320, 8192x4320).
+MAX_CONTENT_SIDE = 2048
+MAX_TILED_CONTENT_SIDE = 8192
+TILE_ABOVE_PIXELS = 2048 * 2048  # tile="auto" tiles contents larger than this; smaller ones run in one piece
+TILE_MODES = ("auto", "on", "off")
 STYLE_CACHE_SIZE = 32
 
 
@@ -50,6 +61,7 @@ class Stylizer:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.info = info or {"model": model.kind}
         self._style_cache: OrderedDict = OrderedDict()
+        self._style_cache_lock = threading.Lock()  # one Stylizer may serve several threads (the web app)
 
     @property
     def kind(self) -> str:
@@ -96,30 +108,39 @@ class Stylizer:
     def encode_style(self, style, *, style_size: int | None = None) -> StyleCode:
         """A style image (path, PIL image, array or tensor) -> the model's style code, cached."""
         key = self._cache_key(style, style_size)
-        if key is not None and key in self._style_cache:
-            self._style_cache.move_to_end(key)
-            return self._style_cache[key]
+        if key is not None:
+            with self._style_cache_lock:
+                code = self._style_cache.get(key)
+                if code is not None:
+                    self._style_cache.move_to_end(key)
+                    return code
         image = prepare_style(to_tensor(style), self.kind, style_size)
         code = self.model.encode_style(image[None].to(self.device, memory_format=torch.channels_last))
         if key is not None:
-            self._style_cache[key] = code
-            while len(self._style_cache) > STYLE_CACHE_SIZE:
-                self._style_cache.popitem(last=False)
+            with self._style_cache_lock:
+                self._style_cache[key] = code
+                while len(self._style_cache) > STYLE_CACHE_SIZE:
+                    self._style_cache.popitem(last=False)
         return code
 
     # -- stylising -------------------------------------------------------------------------------
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor, style, *, alpha: float = 1.0,
                        style_weights: Sequence[float] | None = None, style_size: int | None = None,
-                       preserve_color: str | None = None, mask=None, style_per_scale=None) -> torch.Tensor:
+                       preserve_color: str | None = None, mask=None, style_per_scale=None, tile: str = "auto",
+                       tile_size: int = TILE_SIZE, progress: bool | None = None) -> torch.Tensor:
         """Content [3, H, W] in [0, 1] -> stylised [3, H, W] in [0, 1], at the content's size.
 
         ``mask``: one label image or one mask per style (spatial control: style k paints region k).
         ``style_per_scale``: four styles, coarse to fine, one per AdaConv decoder scale (per-scale mixing).
+        ``tile``: "auto" (tile above ``TILE_ABOVE_PIXELS``), "on" or "off"; ``tile_size`` in pixels.
+        ``progress``: a progress bar over the tiles (default: when stderr is a terminal).
         """
         if not 0.0 <= alpha <= 1.0:
             raise AdaconvError(f"alpha must be in [0, 1], got {alpha}")
         check_color_mode(preserve_color)
+        check_tile_mode(tile)
+        tile_size = check_tile_size(tile_size)
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         if not styles and style_per_scale is None:
             raise AdaconvError("no style image given")
@@ -131,7 +152,24 @@ class Stylizer:
 
         batch, (height, width) = pad_to_multiple(content[None].to(self.device))
         batch = batch.contiguous(memory_format=torch.channels_last)
-        features = self.model.encoder.encode(batch)
+        grid = None
+        if tile == "on" or (tile == "auto" and height * width > TILE_ABOVE_PIXELS):
+            grid = tile_grid(*batch.shape[-2:], tile_size)
+            grid = grid if len(grid) > 1 else None  # one tile is the untiled run
+        if grid is None:
+            features = self.model.encoder.encode(batch)
+        else:
+            show = sys.stderr.isatty() if progress is None else progress
+            bar = tqdm(total=len(grid) * passes(self.model), disable=not show, desc="tiles", unit="tile",
+                       leave=False)
+            features = encode_tiled(self.model.encoder, batch, grid, bar.update)
+
+        def decode(style_codes, masks=None) -> torch.Tensor:
+            if grid is not None:
+                return decode_tiled(self.model, features, style_codes, grid, masks=masks, advance=bar.update)
+            if masks is not None:
+                return self.model.decode_regions(features, style_codes, masks)
+            return self.model.decode(features, style_codes)
 
         def with_alpha(code: StyleCode) -> StyleCode:
             if alpha == 1.0:
@@ -143,13 +181,13 @@ class Stylizer:
                 raise AdaconvError("per-scale style mixing needs the adaconv model (AdaIN has one style layer)")
             if len(style_per_scale) != 4:
                 raise AdaconvError(f"--style-per-scale needs 4 styles (coarse to fine), got {len(style_per_scale)}")
-            output = self.model.decode(features, [with_alpha(encode(s)) for s in style_per_scale])
+            output = decode([with_alpha(encode(s)) for s in style_per_scale])
         elif mask is not None:
             codes = [with_alpha(encode(s)) for s in styles]
             masks = load_masks(mask, len(codes), height, width)  # the content's own size, then padded like it
             pad_h, pad_w = batch.shape[-2] - height, batch.shape[-1] - width
             masks = torch.nn.functional.pad(masks[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
-            output = self.model.decode_regions(features, codes, masks)
+            output = decode(codes, masks)
         else:
             codes = [encode(s) for s in styles]
             if style_weights is None:
@@ -159,7 +197,9 @@ class Stylizer:
             if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
                 raise AdaconvError("style weights must be non-negative and not all zero")
             code = codes[0] if len(codes) == 1 else blend_style_codes(codes, style_weights)
-            output = self.model.decode(features, with_alpha(code))
+            output = decode(with_alpha(code))
+        if grid is not None:
+            bar.close()
         output = output[0, :, :height, :width].float()
         if preserve_color == "luminance":
             output = keep_content_chroma(output, content.to(output.device).float())
@@ -167,32 +207,47 @@ class Stylizer:
 
     def stylize(self, content, style, *, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
                 content_size: int | None = None, style_size: int | None = None, preserve_color: str | None = None,
-                mask=None, style_per_scale=None) -> Image.Image:
+                mask=None, style_per_scale=None, tile: str = "auto", tile_size: int = TILE_SIZE,
+                progress: bool | None = None) -> Image.Image:
         """Stylise ``content`` with ``style`` (one image or a list to blend); returns a PIL RGB image.
 
         Args:
             content, style: paths, PIL images, HxWx3 arrays or [3, H, W] tensors in [0, 1].
             alpha: content-style trade-off, 0 (content) to 1 (full style).
             style_weights: blend weights when several styles are given (default: equal).
-            content_size: long side to process the content at (default: its own size, capped at 2048).
+            content_size: long side to process the content at (default: its own size, capped at 8192, or at
+                2048 with ``tile="off"``).
             style_size: scale at which the style is read (the size of brush strokes).
             preserve_color: None, "histogram" (style recoloured to the content's palette first) or "luminance"
                 (the output's luminance with the content's chroma).
             mask: spatial control, one label image or one mask per style: style k paints region k.
             style_per_scale: AdaConv only: four styles (paths or images), coarse to fine, one per decoder scale.
+            tile: "auto" (default: overlapping tiles for contents above 2048x2048 pixels), "on" or "off". Tiling
+                computes every normalisation statistic over the whole image, so it leaves no seams.
+            tile_size: tile side in pixels (default 1024; at least 256).
+            progress: a progress bar over the tiles on stderr (default: when stderr is a terminal).
         """
+        check_tile_mode(tile)
         image = to_tensor(content)
+        cap = MAX_CONTENT_SIDE if tile == "off" else MAX_TILED_CONTENT_SIDE
         if content_size is not None:
             image = resize_long_side(image, content_size)
-        elif max(image.shape[-2:]) > MAX_CONTENT_SIDE:
+        elif max(image.shape[-2:]) > cap:
             height, width = image.shape[-2:]
-            image = resize_long_side(image, MAX_CONTENT_SIDE)
+            image = resize_long_side(image, cap)
+            hint = " or --tile auto" if tile == "off" else ""
             warnings.warn(ContentResized(
                 f"content is {width}x{height}; processed at {image.shape[-1]}x{image.shape[-2]} "
-                f"(long side {MAX_CONTENT_SIDE}); pass --content-size to choose another size"), stacklevel=2)
+                f"(long side {cap}); pass --content-size{hint} to choose another size"), stacklevel=2)
         if min(image.shape[-2:]) < 16:
             raise AdaconvError(f"content image is too small ({image.shape[-1]}x{image.shape[-2]}); "
                                "it needs at least 16 pixels on each side")
         return tensor_to_pil(self.stylize_tensor(image, style, alpha=alpha, style_weights=style_weights,
                                                  style_size=style_size, preserve_color=preserve_color, mask=mask,
-                                                 style_per_scale=style_per_scale))
+                                                 style_per_scale=style_per_scale, tile=tile, tile_size=tile_size,
+                                                 progress=progress))
+
+
+def check_tile_mode(tile: str) -> None:
+    if tile not in TILE_MODES:
+        raise AdaconvError(f"tile must be one of {', '.join(TILE_MODES)}, got {tile!r}")

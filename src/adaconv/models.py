@@ -104,6 +104,7 @@ class AdaINModel(StyleTransferModel):
     """Huang & Belongie 2017: decoder(AdaIN(f(c), f(s)))."""
 
     kind = "adain"
+    normalized_scales = 1  # decoder scales whose input is normalised by its own statistics (relu4_1 only)
 
     def encode_style(self, style: torch.Tensor) -> StyleCode:
         return self.style_code_from_features(self.encoder.encode(style))
@@ -126,12 +127,17 @@ class AdaINModel(StyleTransferModel):
         return self.decoder((content_features - mean) / std * style.std + style.mean)
 
     def decode_regions(self, content_features: torch.Tensor, codes: Sequence[StyleCode],
-                       masks: torch.Tensor) -> torch.Tensor:
+                       masks: torch.Tensor, statistics: ContentStatistics | None = None) -> torch.Tensor:
         """Spatial control: region k of ``masks`` ([N, H, W], summing to 1) painted with ``codes[k]``."""
         from .spatial_control import at_resolution
 
         weights = at_resolution(masks.to(content_features.device), *content_features.shape[-2:])
-        target = sum(w[0] * adain(content_features, c.mean, c.std) for w, c in zip(weights, codes))
+        if statistics is None:
+            target = sum(w[0] * adain(content_features, c.mean, c.std) for w, c in zip(weights, codes))
+        else:
+            mean, std = statistics(0, content_features)
+            normalized = (content_features - mean) / std
+            target = sum(w[0] * (normalized * c.std + c.mean) for w, c in zip(weights, codes))
         return self.decoder(target)
 
 
@@ -146,6 +152,7 @@ class AdaConvModel(StyleTransferModel):
     """
 
     kind = "adaconv"
+    normalized_scales = len(SCALE_CHANNELS)  # every adaptive layer instance-normalises its input
 
     def __init__(self, encoder: VGGEncoder | None = None, parametrization: str = "residual"):
         super().__init__(encoder)
@@ -204,23 +211,39 @@ class AdaConvModel(StyleTransferModel):
                statistics: ContentStatistics | None = None) -> torch.Tensor:
         """``style``: one code, or four (one per scale, coarse to fine) for per-scale style mixing.
         ``statistics``: where each adaptive layer's normalisation statistics come from (default: its input's)."""
+        return self.decoder(content_features, self._adaptive_layers(style, statistics))
+
+    def decode_regions(self, content_features: torch.Tensor, codes: Sequence[StyleCode],
+                       masks: torch.Tensor, statistics: ContentStatistics | None = None) -> torch.Tensor:
+        """Spatial control: at every adaptive layer, region k of ``masks`` ([N, H, W], summing to 1) gets the
+        layer as ``codes[k]``'s predicted kernels make it."""
+        return self.decoder(content_features, self._adaptive_layers(codes, statistics, masks))
+
+    def decoder_input(self, content_features: torch.Tensor, style: StyleCode | Sequence[StyleCode], scale: int,
+                      statistics: ContentStatistics | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """The features entering decoder scale ``scale``, before its adaptive layer normalises them. Tiled
+        inference measures their statistics over the whole image, one scale after the other."""
+        layers = self._adaptive_layers(style, statistics, masks)
+        x = content_features
+        for index in range(scale):
+            x = self.decoder.scales[index](layers(index, x))
+        return x
+
+    def _adaptive_layers(self, style: StyleCode | Sequence[StyleCode], statistics: ContentStatistics | None,
+                         masks: torch.Tensor | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """``modulate(scale, x)`` for the decoder: one code, four per-scale codes, or region codes with masks."""
+        if masks is not None:
+            from .spatial_control import at_resolution
+
+            def regions(scale: int, x: torch.Tensor) -> torch.Tensor:
+                weights = at_resolution(masks.to(x.device), *x.shape[-2:])
+                return sum(w[0] * self.modulate(scale, x, code, statistics) for w, code in zip(weights, style))
+
+            return regions
         per_scale = [style] * len(SCALE_CHANNELS) if isinstance(style, StyleCode) else list(style)
         if len(per_scale) != len(SCALE_CHANNELS):
             raise ValueError(f"per-scale mixing needs {len(SCALE_CHANNELS)} style codes, got {len(per_scale)}")
-        return self.decoder(content_features,
-                            lambda scale, x: self.modulate(scale, x, per_scale[scale], statistics))
-
-    def decode_regions(self, content_features: torch.Tensor, codes: Sequence[StyleCode],
-                       masks: torch.Tensor) -> torch.Tensor:
-        """Spatial control: at every adaptive layer, region k of ``masks`` ([N, H, W], summing to 1) gets the
-        layer as ``codes[k]``'s predicted kernels make it."""
-        from .spatial_control import at_resolution
-
-        def layer(scale: int, x: torch.Tensor) -> torch.Tensor:
-            weights = at_resolution(masks.to(x.device), *x.shape[-2:])
-            return sum(w[0] * self.modulate(scale, x, code) for w, code in zip(weights, codes))
-
-        return self.decoder(content_features, layer)
+        return lambda scale, x: self.modulate(scale, x, per_scale[scale], statistics)
 
 
 def build_model(kind: str, encoder: VGGEncoder | None = None, **hyperparameters) -> StyleTransferModel:
