@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from adaconv.benchmarking import median_seconds, training_paused  # noqa: E402
 from adaconv.models import build_model  # noqa: E402
-from common import median_seconds, training_paused  # noqa: E402
 from train_speed import reference_step  # noqa: E402
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from adaconv.training import TrainConfig, Trainer  # noqa: E402
-from common import training_paused  # noqa: E402
+from adaconv.benchmarking import training_paused
+from adaconv.training import TrainConfig, Trainer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "train"
 

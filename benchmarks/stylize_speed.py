@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from adaconv import Stylizer, build_model  # noqa: E402
-from adaconv.modulation import adain, mean_std  # noqa: E402
-from common import count_flops, measured_peak_gflops, median_seconds, training_paused  # noqa: E402
+from adaconv import Stylizer, build_model
+from adaconv.benchmarking import count_flops, measured_peak_gflops, median_seconds, training_paused
+from adaconv.modulation import adain, mean_std
 
 
 def main() -> None:

@@ -12,24 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from adaconv.losses import content_loss, feature_statistics, style_loss  # noqa: E402
-from adaconv.models import build_model  # noqa: E402
-from adaconv.modulation import adain  # noqa: E402
-from adaconv.training import TrainConfig, Trainer  # noqa: E402
-from common import (  # noqa: E402
+from adaconv.benchmarking import (
     count_flops,
     cpu_peak_gflops,
     measured_peak_gflops,
     median_seconds,
     training_paused,
 )
+from adaconv.losses import content_loss, feature_statistics, style_loss
+from adaconv.models import build_model
+from adaconv.modulation import adain
+from adaconv.training import TrainConfig, Trainer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "train"
 

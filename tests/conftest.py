@@ -64,3 +64,12 @@ def adaconv_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "adaconv.safetensors"
     save_weights(build_model("adaconv", parametrization="paper"), path, dtype=torch.float16)
     return path
+
+
+@pytest.fixture(scope="session")
+def stylizers(adain_weights, adaconv_weights):
+    """One Stylizer per model on the fresh weights files, shared by the tests of the controls and of tiling."""
+    from adaconv import Stylizer
+
+    return {"adain": Stylizer.from_weights(adain_weights, device="cpu"),
+            "adaconv": Stylizer.from_weights(adaconv_weights, device="cpu")}

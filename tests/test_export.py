@@ -32,7 +32,7 @@ def adain_export(tmp_path_factory):
 def adaconv_export(tmp_path_factory, adaconv_weights):
     folder = tmp_path_factory.mktemp("onnx") / "adaconv"
     model, _ = model_from_weights(adaconv_weights)
-    export_onnx(model, folder, progress=lambda text: None)
+    export_onnx(model, folder, variants=("fp32", "fp16"), progress=lambda text: None)
     return folder, model
 
 
@@ -72,6 +72,21 @@ def test_adaconv_graphs_match_pytorch(adaconv_export, data_dir):
         onnx_code = dict(zip(runner.code_names, runner.style_session.run(None, {"style": style.numpy()})))
         result = runner.content_session.run(None, {"content": content.numpy(), **onnx_code})[0]
         assert np.abs(result - expected).max() < 1e-3
+
+
+def test_adaconv_fp16_graphs_run_and_stay_close(adaconv_export, data_dir):
+    """AdaConv's statistics cast pixel counts to float inside the graph; the fp16 variant keeps those casts in fp32
+    and must still load and match PyTorch."""
+    folder, model = adaconv_export
+    manifest = json.loads((folder / "adaconv-onnx.json").read_text())
+    assert manifest["variants"]["fp16"]["error_vs_fp32"]
+    runner = OnnxStylizer(folder, variant="fp16")
+    content, style = bench_pair(data_dir, 96, 128, "adaconv")
+    with torch.inference_mode():
+        expected = model.decode(model.encoder.encode(content), model.encode_style(style)).clamp(0, 1).numpy()
+    code = dict(zip(runner.code_names, runner.style_session.run(None, {"style": style.numpy()})))
+    result = runner.content_session.run(None, {"content": content.numpy(), **code})[0]
+    assert result.shape == expected.shape and np.abs(result - expected).mean() < 1 / 255
 
 
 def test_variants_stay_close_to_pytorch(adain_export, data_dir):

@@ -86,12 +86,6 @@ def test_shipped_adain_weights_are_trained_and_stylise(content_path, style_path)
 # -- creative controls ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def control_stylizers(adain_weights, adaconv_weights):
-    return {"adain": Stylizer.from_weights(adain_weights, device="cpu"),
-            "adaconv": Stylizer.from_weights(adaconv_weights, device="cpu")}
-
-
-@pytest.fixture(scope="module")
 def control_content(content_path):
     from adaconv.preprocessing import center_crop, resize_short_side
 
@@ -99,8 +93,8 @@ def control_content(content_path):
 
 
 @pytest.mark.parametrize("kind", ["adain", "adaconv"])
-def test_alpha_zero_equals_the_content_as_its_own_style(control_stylizers, control_content, style_path, kind):
-    stylizer = control_stylizers[kind]
+def test_alpha_zero_equals_the_content_as_its_own_style(stylizers, control_content, style_path, kind):
+    stylizer = stylizers[kind]
     zero = stylizer.stylize_tensor(control_content, style_path, alpha=0.0)
     # read as a style the way α reads the content: AdaIN at the content's own size, AdaConv whole at 256²
     own = stylizer.stylize_tensor(control_content, control_content, style_size=96 if kind == "adain" else None)
@@ -108,24 +102,24 @@ def test_alpha_zero_equals_the_content_as_its_own_style(control_stylizers, contr
 
 
 @pytest.mark.parametrize("kind", ["adain", "adaconv"])
-def test_weights_one_zero_equal_the_single_style(control_stylizers, control_content, style_path, content_path, kind):
-    stylizer = control_stylizers[kind]
+def test_weights_one_zero_equal_the_single_style(stylizers, control_content, style_path, content_path, kind):
+    stylizer = stylizers[kind]
     single = stylizer.stylize_tensor(control_content, style_path)
     blended = stylizer.stylize_tensor(control_content, [style_path, content_path], style_weights=[1.0, 0.0])
     assert (single - blended).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("kind", ["adain", "adaconv"])
-def test_mask_of_all_ones_equals_the_unmasked_run(control_stylizers, control_content, style_path, kind):
-    stylizer = control_stylizers[kind]
+def test_mask_of_all_ones_equals_the_unmasked_run(stylizers, control_content, style_path, kind):
+    stylizer = stylizers[kind]
     plain = stylizer.stylize_tensor(control_content, style_path)
     masked = stylizer.stylize_tensor(control_content, [style_path], mask=torch.ones(3, 50, 70))
     assert (plain - masked).abs().max() < 1e-5
 
 
-def test_two_region_mask_paints_each_half_with_its_style(control_stylizers, control_content, style_path,
+def test_two_region_mask_paints_each_half_with_its_style(stylizers, control_content, style_path,
                                                          data_dir):
-    stylizer = control_stylizers["adain"]
+    stylizer = stylizers["adain"]
     other = data_dir / "bench" / "style" / "30.png"
     label = torch.zeros(3, 96, 128)
     label[:, :, 64:] = 1.0
@@ -136,18 +130,18 @@ def test_two_region_mask_paints_each_half_with_its_style(control_stylizers, cont
     assert (both[..., -16:] - right[..., -16:]).abs().mean() < (both[..., -16:] - left[..., -16:]).abs().mean()
 
 
-def test_per_scale_mixing(control_stylizers, control_content, style_path, data_dir):
-    adaconv = control_stylizers["adaconv"]
+def test_per_scale_mixing(stylizers, control_content, style_path, data_dir):
+    adaconv = stylizers["adaconv"]
     same = adaconv.stylize_tensor(control_content, [], style_per_scale=[style_path] * 4)
     assert (same - adaconv.stylize_tensor(control_content, style_path)).abs().max() < 1e-5
     other = data_dir / "bench" / "style" / "30.png"
     mixed = adaconv.stylize_tensor(control_content, [], style_per_scale=[style_path, style_path, other, other])
     assert (mixed - same).abs().mean() > 1e-4
     with pytest.raises(AdaconvError, match="adaconv model"):
-        control_stylizers["adain"].stylize_tensor(control_content, [], style_per_scale=[style_path] * 4)
+        stylizers["adain"].stylize_tensor(control_content, [], style_per_scale=[style_path] * 4)
 
 
-def test_luminance_preservation_keeps_the_chroma_in_the_api(control_stylizers, control_content, style_path):
+def test_luminance_preservation_keeps_the_chroma_in_the_api(stylizers, control_content, style_path):
     from adaconv.color_control import rgb_to_ycbcr
 
     trained = Stylizer.from_pretrained("adain", device="cpu")  # a trained decoder: few clipped pixels
@@ -156,16 +150,16 @@ def test_luminance_preservation_keeps_the_chroma_in_the_api(control_stylizers, c
     chroma_gap = (rgb_to_ycbcr(out.double())[1:] - rgb_to_ycbcr(control_content.double())[1:]).abs()
     assert chroma_gap[:, inside.all(0)].max() < 1e-5
     with pytest.raises(AdaconvError, match="preserve_color"):
-        control_stylizers["adain"].stylize_tensor(control_content, style_path, preserve_color="sepia")
+        stylizers["adain"].stylize_tensor(control_content, style_path, preserve_color="sepia")
 
 
 # -- large images: tiling -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["adain", "adaconv"])
-def test_tiled_and_untiled_1024_outputs_agree(control_stylizers, data_dir, style_path, kind):
+def test_tiled_and_untiled_1024_outputs_agree(stylizers, data_dir, style_path, kind):
     """Tiles normalised with whole-image statistics leave no seams: 4 tiles of 640 px against one pass."""
     content = resize(to_tensor(data_dir / "bench" / "content" / "04.png"), 1024, 1024)
-    stylizer = control_stylizers[kind]
+    stylizer = stylizers[kind]
     whole = stylizer.stylize_tensor(content, style_path, tile="off")
     tiled = stylizer.stylize_tensor(content, style_path, tile="on", tile_size=640)
     assert (whole - tiled).abs().mean() < 1 / 255

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from adaconv import Stylizer
 from adaconv.errors import AdaconvError
 from adaconv.imageio import to_tensor
 from adaconv.inference import ContentResized
@@ -30,11 +29,21 @@ from adaconv.tiling import (
 def test_windows_cover_the_axis_with_weights_summing_to_one(length):
     windows = axis_windows(length, 512)
     total = torch.zeros(length, dtype=torch.float64)
+    sides = {window.stop - window.start for window in windows}
+    assert len(sides) == 1 and sides.pop() <= min(length, 512)  # one tile side, never above the asked one
     for window in windows:
-        assert window.start % 8 == 0 and window.stop - window.start == min(length, 512)
+        assert window.start % 8 == 0
         total[window.start:window.stop] += window.weights
     assert torch.allclose(total, torch.ones(length, dtype=torch.float64), atol=1e-12)
     assert windows[0].start == 0 and windows[-1].stop == length
+
+
+@pytest.mark.parametrize("length, count, side", [(2160, 3, 832), (3840, 5, 896), (1032, 2, 600), (1024, 1, 1024)])
+def test_tiles_are_balanced_over_the_axis(length, count, side):
+    """As few tiles as 1024-pixel ones need, each as small as covering the axis allows (no pushed-back last tile):
+    2160 = 3 tiles of 832 with 160 overlap, where 1024-pixel tiles would overlap by up to 912."""
+    windows = axis_windows(length, 1024)
+    assert len(windows) == count and {w.stop - w.start for w in windows} == {side}
 
 
 def test_inner_edges_are_context_only_and_neighbours_overlap_by_160_pixels():
@@ -76,12 +85,6 @@ def test_tile_sizes_are_checked():
 
 
 # -- with the networks ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def stylizers(adain_weights, adaconv_weights):
-    return {"adain": Stylizer.from_weights(adain_weights, device="cpu"),
-            "adaconv": Stylizer.from_weights(adaconv_weights, device="cpu")}
-
 
 @pytest.fixture(scope="module")
 def wide_content(content_path):

@@ -57,6 +57,33 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_pat
     resumed.train()
     a, b = straight.model.trainable_state_dict(), resumed.model.trainable_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = straight.average.module.trainable_state_dict(), resumed.average.module.trainable_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the weight average resumes exactly too
+
+
+def test_weight_average_follows_the_steps_and_is_what_export_ships(data_dir, tmp_path):
+    """The average is the EMA of the weights after each step (the first step's weights, then lerp by 1 - decay);
+    export-weights ships it by default, the last step's weights on request."""
+    decay = 0.5
+    trainer = Trainer(config(data_dir, tmp_path / "run", iterations=1, ema_decay=decay))
+    name = "decoder.scales.3.2.weight"
+    after_steps = []
+    for iterations in (1, 2, 3):
+        trainer.config.iterations = iterations
+        trainer.train()
+        after_steps.append(dict(trainer.model.named_parameters())[name].detach().clone())
+    expected = after_steps[0]
+    for weights in after_steps[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    average = dict(trainer.average.module.named_parameters())[name]
+    assert torch.allclose(average, expected, atol=1e-7) and not torch.allclose(average, after_steps[-1])
+    export_weights(tmp_path / "run", tmp_path / "average.safetensors", dtype="fp32")
+    export_weights(tmp_path / "run", tmp_path / "last.safetensors", dtype="fp32", weights="last")
+    shipped, info = model_from_weights(tmp_path / "average.safetensors")
+    last, _ = model_from_weights(tmp_path / "last.safetensors")
+    assert torch.equal(shipped.trainable_state_dict()[name], average.detach())
+    assert torch.equal(last.trainable_state_dict()[name], after_steps[-1])
+    assert info["provenance"]["weights"].startswith("exponential moving average")
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(data_dir, tmp_path):
@@ -90,8 +117,9 @@ def test_validation_and_export_weights_record_provenance(tmp_path, data_dir):
     model, info = model_from_weights(tmp_path / "w.safetensors")
     assert provenance["iterations"] == 2 and info["provenance"]["images_seen"] == 4
     assert info["provenance"]["crop_size"] == 64 and model.kind == "adain"
-    validation = info["provenance"]["validation"]
-    assert validation["iteration"] == 2 and validation["loss"] == float(rows[-1].split(",")[2])
+    validation = info["provenance"]["validation"]  # of the weight average, which is what was exported
+    averaged = (run / "val_average.csv").read_text().splitlines()
+    assert validation["iteration"] == 2 and validation["loss"] == float(averaged[-1].split(",")[2])
 
 
 KILL_WRITER = """

@@ -10,73 +10,215 @@ import os
 import re
 import signal
 import statistics
-import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-TRAINING_PATTERN = "adaconv train|adaconv.cli train|-m adaconv train"
+# `adaconv train`, `python -m adaconv train`, `adaconv.cli train`, `torchrun ... -m adaconv train`
+TRAINING_COMMAND = re.compile(r"(^|[\s/])adaconv(\.cli)?\s+train(\s|$)")
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:  # gone meanwhile, or not ours to read
+        return ""
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of /proc/<pid>/stat (R running, S sleeping, T stopped...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _ancestors(pid: int) -> set[int]:
+    """This process and its parents: never paused, even if a parent's command line mentions a training run."""
+    seen = set()
+    while pid > 0 and pid not in seen:
+        seen.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return seen
+
+
+def find_training_processes() -> list[int]:
+    """Pids of running ``adaconv train`` processes (read from /proc; empty where there is no /proc).
+
+    Already stopped ones are left out: whoever stopped them (a person, another benchmark) resumes them.
+    """
+    if not Path("/proc").is_dir():
+        return []
+    own = _ancestors(os.getpid())
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return sorted(pid for pid in pids if pid not in own and TRAINING_COMMAND.search(_command_line(pid))
+                  and _state(pid) not in ("T", "t", "Z"))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _resume(pids: list[int]) -> None:
+    """SIGCONT every pid, even if a Ctrl-C lands in the middle (it is re-raised once all are resumed)."""
+    remaining, interrupted = list(pids), None
+    while remaining:
+        try:
+            while remaining:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(remaining[0], signal.SIGCONT)
+                remaining.pop(0)
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 @contextlib.contextmanager
-def training_paused():
-    """SIGSTOP every running `adaconv train` while measuring, SIGCONT after; says what it paused."""
-    found = subprocess.run(["pgrep", "-f", TRAINING_PATTERN], capture_output=True, text=True).stdout.split()
-    pids = [int(p) for p in found if int(p) != os.getpid()]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    if pids:
-        print(f"(paused training processes {pids} while measuring)")
-        time.sleep(1.0)
+def training_paused(announce=lambda text: print(text, file=sys.stderr, flush=True)):
+    """SIGSTOP every running ``adaconv train`` while measuring (they would share the cores), and SIGCONT them
+    after, also on Ctrl-C or SIGTERM/SIGHUP; yields the paused pids."""
+    paused: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # a killed benchmark must not leave them stopped
+        handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield pids
+        for pid in find_training_processes():
+            paused.append(pid)  # listed before it is stopped, so an interrupt in between still resumes it
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except (ProcessLookupError, PermissionError):
+                paused.pop()
+        if paused:
+            announce(f"paused training processes {', '.join(map(str, paused))} while measuring (SIGSTOP)")
+            time.sleep(1.0)  # let their in-flight work drain off the cores
+        yield paused
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        _resume(paused)
+        if paused:
+            announce(f"resumed training processes {', '.join(map(str, paused))} (SIGCONT)")
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
-def cpu_peak_gflops() -> tuple[float, str]:
-    """cores x clock x FP32 FLOPs per cycle (2 FMA pipes x vector width x 2), from /proc/cpuinfo."""
-    info = open("/proc/cpuinfo").read()
-    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split())
-    mhz = float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M).group(1))
-    cores = torch.get_num_threads()
-    amd = "AuthenticAMD" in info or "AMD" in info
-    if "avx512f" in flags and not amd:
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_field(info: str, name: str) -> str | None:
+    match = re.search(rf"^{name}\s*:\s*(.*)$", info, re.M)
+    return match.group(1).strip() if match else None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field(_cpuinfo(), "model name") or "unknown"
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting SMT siblings once (they share one core's FMA units)."""
+    info = _cpuinfo()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    siblings, cores = _cpuinfo_field(info, "siblings"), _cpuinfo_field(info, "cpu cores")
+    per_core = int(siblings) // int(cores) if siblings and cores and int(cores) > 0 else 1
+    return max(1, cpus // max(1, per_core))
+
+
+def _clock_ghz(info: str) -> tuple[float, str]:
+    """The nominal clock: cpufreq's maximum, else the "@ x GHz" in the model name, else /proc/cpuinfo's MHz."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6, "cpufreq max"
+    match = re.search(r"@\s*([\d.]+)\s*GHz", _cpuinfo_field(info, "model name") or "")
+    if match:
+        return float(match.group(1)), "model name"
+    mhz = _cpuinfo_field(info, "cpu MHz")
+    return (float(mhz) / 1000, "cpu MHz") if mhz else (0.0, "unknown")
+
+
+def cpu_peak_gflops(precision: str = "fp32") -> tuple[float | None, str]:
+    """Nominal peak: cores x clock x FLOPs per cycle (2 FMA pipes x vector lanes x 2), from /proc/cpuinfo.
+
+    Lanes come from the flags: AVX-512 is 16 FP32 lanes, except on AMD Zen 4 (family 25), which executes it on
+    256-bit datapaths (8 lanes); AVX2 is 8; SSE 4. For bf16, AVX512-BF16 dot products do twice the FP32 work per
+    instruction; with AMX the figure is not derivable from the flags (None). Returns the figure and its formula.
+    """
+    info = _cpuinfo()
+    flags = set((_cpuinfo_field(info, "flags") or "").split())
+    cores = min(torch.get_num_threads(), physical_cores())
+    ghz, clock_source = _clock_ghz(info)
+    amd_family = int(_cpuinfo_field(info, "cpu family") or 0) if "AuthenticAMD" in info else None
+    if "avx512f" in flags and (amd_family is None or amd_family >= 26):
         lanes, what = 16, "AVX-512"
-    elif "avx2" in flags or "avx512f" in flags:
-        lanes, what = 8, "AVX2/AVX-512 on 256-bit datapaths" if amd else "AVX2"
+    elif "avx512f" in flags:
+        lanes, what = 8, "AVX-512 on 256-bit datapaths"
+    elif "avx2" in flags:
+        lanes, what = 8, "AVX2"
     else:
         lanes, what = 4, "SSE"
-    per_cycle = 2 * lanes * 2 if "fma" in flags else lanes * 2
-    peak = cores * mhz / 1000 * per_cycle
-    return peak, f"{cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} FP32 FLOP/cycle ({what}, FMA)"
+    per_cycle = 2 * lanes * 2 if "fma" in flags else 2 * lanes
+    formula = f"{cores} cores x {ghz:.2f} GHz ({clock_source}) x {per_cycle} FP32 FLOP/cycle ({what}"
+    formula += ", FMA)" if "fma" in flags else ")"
+    peak = cores * ghz * per_cycle
+    if precision == "bf16":
+        if "amx_bf16" in flags:
+            return None, "AMX-BF16: no nominal figure from the flags"
+        if "avx512_bf16" in flags:
+            return 2 * peak, formula + " x 2 (AVX512-BF16 dot products)"
+        return peak, formula + " (no native BF16: computed at the FP32 rate)"
+    return peak, formula
 
 
-def measured_peak_gflops(repeats: int = 5) -> float:
-    """The best FP32 rate this machine reaches: the faster of a large matrix product and a large
-    channels_last 3x3 convolution (the CPU boosts above its nominal clock, so the nominal peak undercounts)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    seconds, _ = median_seconds(lambda: torch.mm(a, b), repeats, warmup=2)
-    matmul = 2 * 2048 ** 3 / seconds / 1e9
-    x = torch.randn(8, 256, 64, 64).contiguous(memory_format=torch.channels_last)
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(memory_format=torch.channels_last).requires_grad_(False)
-    with torch.inference_mode():
-        seconds, _ = median_seconds(lambda: conv(x), repeats, warmup=2)
-    convolution = 2 * 8 * 64 * 64 * 256 * 256 * 9 / seconds / 1e9
-    return max(matmul, convolution)
+def synchronise(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall time measures the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measured_peak_gflops(repeats: int = 5, dtype: torch.dtype = torch.float32,
+                         device: torch.device | str = "cpu") -> float:
+    """The best rate this machine reaches in ``dtype``: the faster of a 2048² matrix product and a large
+    channels_last 3x3 convolution (CPUs boost above their nominal clock, so the nominal peak can undercount)."""
+    device = torch.device(device)
+    a, b = (torch.randn(2048, 2048, dtype=dtype, device=device) for _ in range(2))
+
+    def matmul():
+        torch.mm(a, b)
+        synchronise(device)
+
+    seconds, _ = median_seconds(matmul, repeats, warmup=2)
+    best = 2 * 2048 ** 3 / seconds / 1e9
+    x = torch.randn(8, 256, 64, 64, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def convolution():
+        conv(x)
+        synchronise(device)
+
+    seconds, _ = median_seconds(convolution, repeats, warmup=2)
+    return max(best, 2 * 8 * 64 * 64 * 256 * 256 * 9 / seconds / 1e9)
 
 
 def count_flops(function) -> int:
+    """FLOPs of one call by torch's FLOP counter (convolutions and matrix products; element-wise ops are free)."""
     with FlopCounterMode(display=False) as counter:
         function()
     return counter.get_total_flops()
 
 
 def median_seconds(function, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of ``repeats`` calls after ``warmup`` untimed ones (oneDNN primitives, allocator)."""
     for _ in range(warmup):
         function()
     times = []
@@ -85,14 +227,6 @@ def median_seconds(function, repeats: int, warmup: int = 1) -> tuple[float, list
         function()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
-
-
-def cpu_name() -> str:
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
-    except OSError:
-        return "unknown"
-    return match.group(1).strip() if match else "unknown"
 
 
 def _rss_bytes() -> int:

@@ -118,6 +118,9 @@ def add_train(commands) -> None:
     parser.add_argument("--val-every", type=positive_int, default=500, help="score the held-out pairs every N steps")
     parser.add_argument("--style-cache-gb", type=float, default=10.0,
                         help="AdaConv: memory for cached style features (0: recompute every step, with flips)")
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="keep an exponential moving average of the weights with this decay, scored on the "
+                             "held-out pairs and exported by default (0: none)")
 
 
 def add_export_weights(commands) -> None:
@@ -125,6 +128,9 @@ def add_export_weights(commands) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("output", metavar="OUT.safetensors")
     parser.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
+    parser.add_argument("--weights", choices=("auto", "average", "last"), default="auto",
+                        help="the moving average of the weights or those of the last step (auto: the average "
+                             "when the run kept one)")
 
 
 def add_prepare_data(commands) -> None:
@@ -175,7 +181,11 @@ def add_benchmark(commands) -> None:
                                              "device's peak. Running `adaconv train` processes are paused meanwhile.")
     parser.add_argument("--model", choices=("adain", "adaconv", "all"), default="all")
     parser.add_argument("--weights", metavar="FILE", help="a weights file (with --model adain or adaconv)")
-    parser.add_argument("--sizes", default="256,512,1024,2048", help="comma-separated square content sizes")
+    parser.add_argument("--sizes", default="256,512,1024,2048",
+                        help="comma-separated content sizes: N (square) or WxH, e.g. 512,3840x2160,7680x4320")
+    parser.add_argument("--tile", choices=("auto", "on", "off"), default="auto",
+                        help="torch backend: time sizes above 2048x2048 pixels (auto) or all (on) as stylize runs "
+                             "them, in tiles with whole-image statistics")
     parser.add_argument("--batch", type=positive_int, default=1, help="contents per pass")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -262,6 +272,26 @@ def add_stylize_dataset(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line on stderr")
 
 
+def add_app(commands) -> None:
+    parser = commands.add_parser("app", help="the web demo (Gradio): upload a photo, pick a painting",
+                                 description="Serve the style-transfer web demo and its HTTP API (endpoint "
+                                             "/stylize). Needs the app extra: pip install \"adaconv[app]\".")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=_number(int, lambda v: 1 <= v <= 65535, "a port in 1-65535"), default=7860,
+                        help="port to listen on (default 7860)")
+    parser.add_argument("--model", choices=("adain", "adaconv"), help="model (default: the shipped default)")
+    parser.add_argument("--weights", metavar="FILE", help="a weights file instead of the shipped weights")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--max-pixels", type=positive_int, default=2048 * 2048, metavar="N",
+                        help="refuse images with more pixels than this (default 2048x2048)")
+    parser.add_argument("--max-upload-mb", type=positive_int, default=20, metavar="MB",
+                        help="refuse uploads larger than this (default 20)")
+    parser.add_argument("--max-queue", type=positive_int, default=64, metavar="N",
+                        help="requests that may wait; more are turned away (default 64)")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N",
+                        help="stylisations run at once (default: one per two cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -276,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_video(commands)
     add_camera(commands)
     add_stylize_dataset(commands)
+    add_app(commands)
     return parser
 
 
@@ -289,7 +320,8 @@ def run_train(args) -> int:
         resume=args.resume, init=args.init, seed=args.seed, parametrization=args.parametrization,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
         max_images=args.max_images, precision=args.precision, val_content=args.val_content,
-        val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb)
+        val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb,
+        ema_decay=args.ema_decay)
     summary = Trainer(config).train()
     print(json.dumps(summary))
     return EXIT_OK
@@ -298,7 +330,7 @@ def run_train(args) -> int:
 def run_export_weights(args) -> int:
     from .training import export_weights
 
-    provenance = export_weights(args.run_dir, args.output, dtype=args.dtype)
+    provenance = export_weights(args.run_dir, args.output, dtype=args.dtype, weights=args.weights)
     print(json.dumps(provenance))
     return EXIT_OK
 
@@ -405,10 +437,26 @@ def run_stylize_dataset(args) -> int:
     return stylize_dataset_command(args)
 
 
+def run_app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise AdaconvError('the web app needs Gradio: pip install "adaconv[app]"') from None
+    from .app import AppConfig, serve
+    from .stylize_command import load_stylizer
+
+    args.backend, args.onnx = "torch", None  # the app's controls (colour, per-scale mixing) need the torch model
+    config = AppConfig(max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb, max_queue=args.max_queue,
+                       concurrency=args.concurrency or 0)
+    serve(load_stylizer(args), host=args.host, port=args.port, config=config,
+          announce=lambda text: print(text, file=sys.stderr, flush=True))
+    return EXIT_OK
+
+
 COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
             "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera,
-            "stylize-dataset": run_stylize_dataset}
+            "stylize-dataset": run_stylize_dataset, "app": run_app}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ so the output is a partition-of-unity blend and equals the untiled output to flo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def axis_windows(length: int, tile: int, margin: int = TILE_MARGIN, feather: int
         raise AdaconvError(f"tile size {tile} must exceed the tile overlap {2 * margin + feather}")
     if length <= tile:
         return [AxisWindow(0, length, torch.ones(length, dtype=torch.float64))]
+    tile = balanced_tile(length, tile, 2 * margin + feather)
     stride = tile - 2 * margin - feather
     starts = [0]
     while starts[-1] + tile < length:
@@ -78,6 +80,15 @@ def axis_windows(length: int, tile: int, margin: int = TILE_MARGIN, feather: int
     for start, weights in zip(starts, raw):
         total[start:start + tile] += weights
     return [AxisWindow(start, start + tile, weights / total[start:start + tile]) for start, weights in zip(starts, raw)]
+
+
+def balanced_tile(length: int, tile: int, overlap: int) -> int:
+    """The smallest tile side (a multiple of 8, at most ``tile``) that covers ``length`` with as few tiles as
+    ``tile`` needs. Without it the last tile of an axis is pushed back over its neighbour: 3840x2160 in 1024-pixel
+    tiles would compute 15.7 Mpx for 8.3 Mpx of image; in balanced 896x832 tiles, 11.2 Mpx (same count, 29% less)."""
+    count = math.ceil((length - overlap) / (tile - overlap))
+    side = math.ceil((length + (count - 1) * overlap) / count)
+    return min(tile, side + (-side) % ALIGN)
 
 
 def tile_grid(height: int, width: int, tile: int = TILE_SIZE, margin: int = TILE_MARGIN,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .contact_sheet import examples_sheet
@@ -39,6 +40,7 @@ from .style_cache import StyleFeatureCache
 from .weights import load_trainable_tensors, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.pt"
+VAL_AVERAGE = "val_average.csv"
 VAL_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss")
 LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
               "seconds_per_step", "data_wait_fraction", "wall_seconds")
@@ -73,6 +75,7 @@ class TrainConfig:
     val_every: int = 500
     val_pairs: tuple[int, int] = (5, 8)  # contents x styles of the fixed validation subset
     style_cache_gb: float = 10.0      # AdaConv: memory for cached style features (0: no cache, styles flipped)
+    ema_decay: float = 0.999          # exponential moving average of the weights, exported by default (0: none)
     progress: bool | None = None      # None: a bar when attached to a terminal
 
 
@@ -161,6 +164,8 @@ class Trainer:
         params = self.model.trainable_parameters()
         self.optimizer = torch.optim.Adam(params, lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config.lr_decay))
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
         self.iteration = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
         self.provenance: dict = {"init": None}
@@ -173,6 +178,15 @@ class Trainer:
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         elif config.init:
             self._warm_start(config.init)
+        self.average = None
+        if config.ema_decay > 0:
+            # Polyak averaging: the held-out loss of single checkpoints jumps by ±15% between validations
+            # (docs/training.md); the average of the recent weights is the steadier model to ship.
+            self.average = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            if self._checkpoint_average is not None:
+                load_trainable_tensors(self.average.module, self._checkpoint_average["weights"], source=checkpoint)
+                self.average.n_averaged.fill_(self._checkpoint_average["updates"])
+            self.average_objective = TrainingObjective(self.average.module, config.style_weight)
         self.style_cache = None
         if config.model == "adaconv" and config.style_cache_gb > 0:
             self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30))
@@ -196,6 +210,8 @@ class Trainer:
         self.provenance["init"] = {"path": str(path), "model": source,
                                    "provenance": json.loads(metadata.get("provenance", "{}"))}
 
+    _checkpoint_average: dict | None = None  # the weight average found in a resumed checkpoint
+
     def _load_checkpoint(self, path: Path) -> None:
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
@@ -209,6 +225,7 @@ class Trainer:
         self.iteration = state["iteration"]
         self.elapsed_before = state.get("train_seconds", 0.0)
         self.provenance = state.get("provenance", self.provenance)
+        self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
 
     def save_checkpoint(self, train_seconds: float) -> None:
         if not self.is_main:
@@ -227,6 +244,9 @@ class Trainer:
             "provenance": self.provenance,
             "encoder_normalization": self.model.encoder.normalisation_id,
         }
+        if self.average is not None:
+            state["average"] = {"decay": self.config.ema_decay, "updates": int(self.average.n_averaged),
+                                "weights": self.average.module.trainable_state_dict()}
         write_atomically(self.out / CHECKPOINT, lambda handle: torch.save(state, handle))
 
     @property
@@ -278,35 +298,42 @@ class Trainer:
         return content, style
 
     @torch.no_grad()
-    def validation_loss(self, batch_size: int = 8) -> dict[str, float]:
-        """The training objective (fp32) on the fixed held-out pairs: comparable across runs and recipes."""
+    def validation_loss(self, batch_size: int = 8, averaged: bool = False) -> dict[str, float]:
+        """The training objective (fp32) on the fixed held-out pairs: comparable across runs and recipes.
+        ``averaged``: of the weight average instead of the current weights."""
         content, style = self.validation
-        was_training = self.model.training
-        self.model.eval()
+        objective = self.average_objective if averaged else self.objective
+        was_training = objective.model.training
+        objective.model.eval()
         totals = torch.zeros(3, dtype=torch.float64)
         for start in range(0, len(content), batch_size):
             c = content[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
             s = style[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
-            values = self.objective(c, s)
+            values = objective(c, s)
             totals += torch.tensor([v.item() for v in values], dtype=torch.float64) * len(c)
-        self.model.train(was_training)
+        objective.model.train(was_training)
         totals /= len(content)
         return {"loss": totals[0].item(), "content_loss": totals[1].item(), "style_loss": totals[2].item()}
 
     def _validate(self) -> None:
+        """Held-out losses of the current weights (val.csv) and of their average (val_average.csv)."""
         if self.validation is None or not self.is_main:
             return
-        values = self.validation_loss()
-        path = self.out / "val.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as file:
-            writer = csv.writer(file)
-            if new:
-                writer.writerow(VAL_FIELDS)
-            writer.writerow([self.iteration, self.images_seen] + [f"{values[k]:.5f}" for k in VAL_FIELDS[2:]])
-        self.provenance["validation"] = {"iteration": self.iteration, **{k: round(v, 5) for k, v in values.items()},
-                                         "content": self.config.val_content, "style": self.config.val_style,
-                                         "pairs": list(self.config.val_pairs), "crop_size": self.config.crop_size}
+        kinds = [("validation", "val.csv", False)]
+        if self.average is not None:
+            kinds.append(("validation_average", VAL_AVERAGE, True))
+        for key, name, averaged in kinds:
+            values = self.validation_loss(averaged=averaged)
+            path = self.out / name
+            new = not path.exists()
+            with open(path, "a", newline="") as file:
+                writer = csv.writer(file)
+                if new:
+                    writer.writerow(VAL_FIELDS)
+                writer.writerow([self.iteration, self.images_seen] + [f"{values[k]:.5f}" for k in VAL_FIELDS[2:]])
+            self.provenance[key] = {"iteration": self.iteration, **{k: round(v, 5) for k, v in values.items()},
+                                    "content": self.config.val_content, "style": self.config.val_style,
+                                    "pairs": list(self.config.val_pairs), "crop_size": self.config.crop_size}
 
     def make_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """(content crops, style images, style indices) of a step: a pure function of (seed, rank, step)."""
@@ -340,6 +367,8 @@ class Trainer:
             self._trim_log(log_path)
             if self.validation is not None:
                 self._trim_log(self.out / "val.csv", VAL_FIELDS)
+                if self.average is not None:
+                    self._trim_log(self.out / VAL_AVERAGE, VAL_FIELDS)
         if config.precision not in ("auto", "fp32", "bf16"):
             raise AdaconvError(f"--precision {config.precision}: choose auto, fp32 or bf16")
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(self.device))
@@ -380,6 +409,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.average is not None:
+                    self.average.update_parameters(self.model)
                 self.iteration += 1
                 seconds = time.perf_counter() - step_started
                 step_seconds = seconds if step_seconds is None else 0.9 * step_seconds + 0.1 * seconds
@@ -525,8 +556,14 @@ def plot_losses(log_path: Path, target: Path) -> None:
     os.replace(target.with_suffix(".tmp.png"), target)
 
 
-def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16") -> dict:
-    """A run's checkpoint -> the package's weights file, with how it was trained in the metadata."""
+EXPORT_CHOICES = ("auto", "average", "last")
+
+
+def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16", weights: str = "auto") -> dict:
+    """A run's checkpoint -> the package's weights file, with how it was trained in the metadata.
+
+    ``weights``: "average" (the exponential moving average of the weights), "last" (the weights of the last step)
+    or "auto" (the average when the run kept one)."""
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
@@ -538,9 +575,16 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16")
     dtypes = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
     if dtype not in dtypes:
         raise AdaconvError(f"--dtype {dtype}: choose one of {', '.join(dtypes)}")
+    if weights not in EXPORT_CHOICES:
+        raise AdaconvError(f"--weights {weights}: choose one of {', '.join(EXPORT_CHOICES)}")
+    average = state.get("average")
+    if weights == "average" and average is None:
+        raise AdaconvError(f"{path}: this run kept no weight average (trained with --ema-decay 0); use --weights last")
+    use_average = average is not None and weights != "last"
     model = build_model(state["model_kind"], **state.get("hyperparameters", {}))
-    load_trainable_tensors(model, state["model"], source=path)
+    load_trainable_tensors(model, average["weights"] if use_average else state["model"], source=path)
     config = state["config"]
+    recorded = state.get("provenance", {})
     provenance = {
         "iterations": state["iteration"],
         "images_seen": state["images_seen"],
@@ -552,8 +596,10 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16")
         "content_data": config["content"],
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
-        "init": state.get("provenance", {}).get("init"),
-        "validation": state.get("provenance", {}).get("validation"),
+        "init": recorded.get("init"),
+        "weights": (f"exponential moving average (decay {average['decay']}, {average['updates']} updates)"
+                    if use_average else "last step"),
+        "validation": recorded.get("validation_average" if use_average else "validation"),
         "exported": datetime.date.today().isoformat(),
         "dtype": dtype,
     }
