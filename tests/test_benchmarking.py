@@ -1,6 +1,7 @@
 """`adaconv benchmark` and its helpers: consistent numbers, a FLOP count that matches torch's, real pausing."""
 
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -137,9 +138,13 @@ def test_peak_rss_sees_a_short_lived_allocation():
     with PeakRSS() as idle:
         time.sleep(0.05)
     with PeakRSS() as busy:
-        block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        # 64 MiB of fresh pages, each touched: an anonymous mapping, so no allocator can hand back memory that
+        # is already resident (glibc's malloc may, after an earlier large free raised its mmap threshold)
+        block = mmap.mmap(-1, 64 * 2 ** 20)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
         time.sleep(0.05)
-        del block
+        block.close()
     assert busy.peak - idle.peak > 48 * 2 ** 20
 
 
