@@ -181,3 +181,14 @@ def test_torchrun_two_processes_end_with_identical_weights(data_dir, tmp_path):
     assert sorted(s["rank"] for s in summaries) == [0, 1]
     assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
     assert summaries[0]["images_seen"] == 6
+
+
+def test_exported_totals_count_the_warm_start(data_dir, tmp_path):
+    """A run warm-started from exported weights reports its own steps and, in total, those behind its start."""
+    Trainer(config(data_dir, tmp_path / "first", iterations=2)).train()
+    export_weights(tmp_path / "first", tmp_path / "first.safetensors")
+    Trainer(config(data_dir, tmp_path / "second", iterations=1, init=str(tmp_path / "first.safetensors"))).train()
+    provenance = export_weights(tmp_path / "second", tmp_path / "second.safetensors")
+    assert (provenance["iterations"], provenance["total_iterations"]) == (1, 3)
+    assert (provenance["images_seen"], provenance["total_images_seen"]) == (2, 6)
+

@@ -559,6 +559,15 @@ def plot_losses(log_path: Path, target: Path) -> None:
 EXPORT_CHOICES = ("auto", "average", "last")
 
 
+def _totals(state: dict, init: dict | None) -> dict:
+    """Iterations and images seen including the weights a run was warm-started from (same model only): the
+    campaign restarts from the shipped file whenever a machine loses its run folder."""
+    earlier = (init or {}).get("provenance", {}) if (init or {}).get("model") == state["model_kind"] else {}
+    return {"total_iterations": state["iteration"] + earlier.get("total_iterations", earlier.get("iterations", 0)),
+            "total_images_seen": state["images_seen"] + earlier.get("total_images_seen",
+                                                                    earlier.get("images_seen", 0))}
+
+
 def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16", weights: str = "auto") -> dict:
     """A run's checkpoint -> the package's weights file, with how it was trained in the metadata.
 
@@ -597,6 +606,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
         "init": recorded.get("init"),
+        **_totals(state, recorded.get("init")),
         "weights": (f"exponential moving average (decay {average['decay']}, {average['updates']} updates)"
                     if use_average else "last step"),
         "validation": recorded.get("validation_average" if use_average else "validation"),
