@@ -161,9 +161,9 @@ def benchmark_torch(kind: str, stylizer: Stylizer, sizes: list[tuple[int, int]],
                 stylizer.encode_style(style[0])  # cached, as an app would have it
                 started = time.perf_counter()
                 flops = count_flops(stylise_tiled)
-                first = time.perf_counter() - started
-                seconds, times = median_seconds(stylise_tiled, repeats - 1, warmup=0) if repeats > 1 else (0, [])
-                times = [first] + times
+                times = [time.perf_counter() - started]
+                if repeats > 1:
+                    times += median_seconds(stylise_tiled, repeats - 1, warmup=0)[1]
                 seconds = statistics.median(times)
             else:
                 # the first warm-up pass doubles as the FLOP count (the counter runs the same kernels); no warm-up
