@@ -192,3 +192,16 @@ def test_exported_totals_count_the_warm_start(data_dir, tmp_path):
     assert (provenance["iterations"], provenance["total_iterations"]) == (1, 3)
     assert (provenance["images_seen"], provenance["total_images_seen"]) == (2, 6)
 
+
+
+def test_a_resumed_phase_at_another_crop_size_is_counted_apart(data_dir, tmp_path):
+    """The campaign's finishing phase: --resume with a bigger crop (and another batch) from a 64² run."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2)).train()
+    summary = Trainer(config(data_dir, run, iterations=3, crop_size=96, batch_size=1, resume=True)).train()
+    assert (summary["iteration"], summary["images_seen"]) == (3, 2 * 2 + 1)
+    provenance = export_weights(run, tmp_path / "w.safetensors")
+    assert provenance["iterations_by_crop"] == {"64": 2, "96": 1} and provenance["crop_size"] == 96
+    Trainer(config(data_dir, tmp_path / "warm", iterations=1, init=str(tmp_path / "w.safetensors"))).train()
+    provenance = export_weights(tmp_path / "warm", tmp_path / "warm.safetensors")
+    assert provenance["iterations_by_crop"] == {"64": 3, "96": 1} and provenance["total_images_seen"] == 5 + 2

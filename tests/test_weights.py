@@ -1,10 +1,14 @@
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from adaconv.errors import WeightsError
 from adaconv.models import build_model
-from adaconv.weights import model_from_weights, read_weights, save_weights
+from adaconv.imageio import to_tensor
+from adaconv.preprocessing import prepare_style
+from adaconv.weights import SCALE_SUFFIX, int8_candidates, model_from_weights, read_weights, save_weights
 
 
 def test_round_trip_is_bit_exact(tmp_path):
@@ -60,3 +64,58 @@ def test_missing_and_non_file_paths(tmp_path):
 def test_fp16_file_loads_into_fp32_model(adaconv_weights):
     model, _ = model_from_weights(adaconv_weights)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def paper_adaconv():
+    """AdaConv in the paper's form, whose kernels come from the fully connected layer alone."""
+    torch.manual_seed(1)
+    return build_model("adaconv", parametrization="paper").eval()
+
+
+def test_int8_stores_only_adaconvs_fully_connected_layer_and_fits_the_size_limit(paper_adaconv, tmp_path):
+    assert int8_candidates(paper_adaconv) == ["style_encoder.fc.weight"]
+    assert int8_candidates(build_model("adain")) == [] and int8_candidates(paper_adaconv, "off") == []
+    fp16, int8 = tmp_path / "fp16.safetensors", tmp_path / "int8.safetensors"
+    save_weights(paper_adaconv, fp16, dtype=torch.float16)
+    save_weights(paper_adaconv, int8, dtype=torch.float16, int8=int8_candidates(paper_adaconv))
+    assert fp16.stat().st_size > 110e6 and int8.stat().st_size < 85e6  # the package's limit is 95 MB a file
+    _, metadata = read_weights(int8)
+    assert metadata["format_version"] == "2" and json.loads(metadata["int8_tensors"]) == ["style_encoder.fc.weight"]
+    loaded, _ = model_from_weights(int8)
+    original, restored = paper_adaconv.trainable_state_dict(), loaded.trainable_state_dict()
+    assert set(restored) == set(original)
+    weight, back = original["style_encoder.fc.weight"], restored["style_encoder.fc.weight"]
+    step = weight.abs().amax(dim=1, keepdim=True) / 127
+    assert back.dtype == torch.float32 and ((weight - back).abs() <= step / 2 + 1e-7).all()
+    assert (weight - back).abs().max() > 0  # really stored in 8 bits
+    bias = original["style_encoder.fc.bias"]
+    assert torch.equal(restored["style_encoder.fc.bias"], bias.half().float())
+
+
+def test_int8_style_descriptor_is_within_a_percent_of_full_precision(paper_adaconv, tmp_path, data_dir):
+    """The FC layer's output (the style descriptor W the kernels are predicted from), real paintings."""
+    path = tmp_path / "int8.safetensors"
+    save_weights(paper_adaconv, path, int8=int8_candidates(paper_adaconv))
+    loaded, _ = model_from_weights(path)
+    styles = torch.stack([prepare_style(to_tensor(p), "adaconv") for p in sorted((data_dir / "bench" / "style")
+                                                                                   .iterdir())[:4]])
+    with torch.inference_mode():
+        reference, quantised = paper_adaconv.encode_style(styles), loaded.encode_style(styles)
+    error = (reference.descriptor - quantised.descriptor).norm() / reference.descriptor.norm()
+    assert 0 < error < 0.01, error
+    assert torch.equal(reference.mean, quantised.mean)
+
+
+def test_int8_file_without_its_scales_is_refused(paper_adaconv, tmp_path):
+    from safetensors.torch import load_file
+
+    path = tmp_path / "int8.safetensors"
+    save_weights(paper_adaconv, path, int8=int8_candidates(paper_adaconv))
+    _, metadata = read_weights(path)
+    tensors = load_file(str(path))
+    del tensors["style_encoder.fc.weight" + SCALE_SUFFIX]
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken), metadata=metadata)
+    with pytest.raises(WeightsError, match="listed as 8-bit"):
+        model_from_weights(broken)

@@ -131,6 +131,9 @@ def add_export_weights(commands) -> None:
     parser.add_argument("--weights", choices=("auto", "average", "last"), default="auto",
                         help="the moving average of the weights or those of the last step (auto: the average "
                              "when the run kept one)")
+    parser.add_argument("--int8", choices=("auto", "off"), default="auto",
+                        help="auto: store the large matrices (AdaConv's fully connected layer) as per-row int8 "
+                             "so the file stays under 95 MB; off: everything in --dtype")
 
 
 def add_prepare_data(commands) -> None:
@@ -330,7 +333,8 @@ def run_train(args) -> int:
 def run_export_weights(args) -> int:
     from .training import export_weights
 
-    provenance = export_weights(args.run_dir, args.output, dtype=args.dtype, weights=args.weights)
+    provenance = export_weights(args.run_dir, args.output, dtype=args.dtype, weights=args.weights,
+                                int8=args.int8)
     print(json.dumps(provenance))
     return EXIT_OK
 

@@ -37,7 +37,7 @@ from .models import StyleTransferModel, build_model
 from .modulation import adain
 from .preprocessing import center_crop, prepare_style, resize_short_side
 from .style_cache import StyleFeatureCache
-from .weights import load_trainable_tensors, read_weights, save_weights
+from .weights import int8_candidates, load_trainable_tensors, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.pt"
 VAL_AVERAGE = "val_average.csv"
@@ -178,6 +178,7 @@ class Trainer:
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         elif config.init:
             self._warm_start(config.init)
+        self._record_phase()
         self.average = None
         if config.ema_decay > 0:
             # Polyak averaging: the held-out loss of single checkpoints jumps by ±15% between validations
@@ -225,6 +226,10 @@ class Trainer:
         self.iteration = state["iteration"]
         self.elapsed_before = state.get("train_seconds", 0.0)
         self.provenance = state.get("provenance", self.provenance)
+        if "phases" not in self.provenance:  # a run from before phases were recorded: one phase so far
+            self.provenance["phases"] = [{"from_iteration": 0, "crop_size": state["config"]["crop_size"],
+                                          "batch_size": state["config"]["batch_size"] * state.get("world_size", 1),
+                                          "images_before": 0}]
         self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
 
     def save_checkpoint(self, train_seconds: float) -> None:
@@ -249,9 +254,23 @@ class Trainer:
                                 "weights": self.average.module.trainable_state_dict()}
         write_atomically(self.out / CHECKPOINT, lambda handle: torch.save(state, handle))
 
+    def _record_phase(self) -> None:
+        """Crop size and batch may change on --resume (the campaign's 256² finishing phase): one entry each."""
+        phases = self.provenance.setdefault("phases", [])
+        batch = self.config.batch_size * self.world_size
+        if phases and (phases[-1]["crop_size"], phases[-1]["batch_size"]) == (self.config.crop_size, batch):
+            return
+        phase = {"from_iteration": self.iteration, "crop_size": self.config.crop_size, "batch_size": batch,
+                 "images_before": self.images_seen if phases else 0}
+        if phases and phases[-1]["from_iteration"] == self.iteration:
+            phases[-1] = phase | {"images_before": phases[-1]["images_before"]}
+        else:
+            phases.append(phase)
+
     @property
     def images_seen(self) -> int:
-        return self.iteration * self.config.batch_size * self.world_size
+        phase = self.provenance["phases"][-1]
+        return phase["images_before"] + (self.iteration - phase["from_iteration"]) * phase["batch_size"]
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -560,19 +579,33 @@ EXPORT_CHOICES = ("auto", "average", "last")
 
 
 def _totals(state: dict, init: dict | None) -> dict:
-    """Iterations and images seen including the weights a run was warm-started from (same model only): the
-    campaign restarts from the shipped file whenever a machine loses its run folder."""
+    """Iterations and images seen, in all and per crop size, including the weights a run was warm-started from
+    (same model only): the campaign restarts from the shipped file whenever a machine loses its run folder."""
     earlier = (init or {}).get("provenance", {}) if (init or {}).get("model") == state["model_kind"] else {}
-    return {"total_iterations": state["iteration"] + earlier.get("total_iterations", earlier.get("iterations", 0)),
+    earlier_iterations = earlier.get("total_iterations", earlier.get("iterations", 0))
+    by_crop = dict(earlier.get("iterations_by_crop") or ({str(earlier["crop_size"]): earlier_iterations}
+                                                         if earlier_iterations else {}))
+    phases = state.get("provenance", {}).get("phases") or [{"from_iteration": 0,
+                                                             "crop_size": state["config"]["crop_size"]}]
+    ends = [phase["from_iteration"] for phase in phases[1:]] + [state["iteration"]]
+    for phase, end in zip(phases, ends):
+        key = str(phase["crop_size"])
+        by_crop[key] = by_crop.get(key, 0) + end - phase["from_iteration"]
+    return {"total_iterations": state["iteration"] + earlier_iterations,
             "total_images_seen": state["images_seen"] + earlier.get("total_images_seen",
-                                                                    earlier.get("images_seen", 0))}
+                                                                    earlier.get("images_seen", 0)),
+            "iterations_by_crop": {key: count for key, count in sorted(by_crop.items(), key=lambda kv: int(kv[0]))
+                                   if count}}
 
 
-def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16", weights: str = "auto") -> dict:
+def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16", weights: str = "auto",
+                   int8: str = "auto") -> dict:
     """A run's checkpoint -> the package's weights file, with how it was trained in the metadata.
 
     ``weights``: "average" (the exponential moving average of the weights), "last" (the weights of the last step)
-    or "auto" (the average when the run kept one)."""
+    or "auto" (the average when the run kept one). ``int8``: "auto" stores the large matrices (AdaConv's
+    fully connected layer) as per-row int8, which keeps the file under package indexes' size limit; "off"
+    stores everything in ``dtype``."""
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
@@ -613,5 +646,8 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "exported": datetime.date.today().isoformat(),
         "dtype": dtype,
     }
-    save_weights(model, out, dtype=dtypes[dtype], provenance=provenance)
+    quantized = int8_candidates(model, int8)
+    if quantized:
+        provenance["int8_tensors"] = quantized
+    save_weights(model, out, dtype=dtypes[dtype], provenance=provenance, int8=quantized)
     return provenance

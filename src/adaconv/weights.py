@@ -4,6 +4,11 @@ The metadata (all strings, as safetensors requires) says which model the file is
 hyper-parameters, how it was trained (iterations, images seen, crop size, λ, data, date) and which
 encoder normalisation it was trained with. Loading refuses, with one line, a file that is missing,
 damaged, not ours, or for another model.
+
+Large matrices may be stored in 8 bits (format version 2): AdaConv's style-encoder fully connected layer holds
+38 M of its 59 M parameters, and in fp16 the whole file would be 119 MB, over what package indexes accept for
+one file. Each row of such a tensor is stored as int8 with one fp32 scale (symmetric, absmax / 127) and is
+expanded back to floats when the file is read, so the model runs exactly as with any other file.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,26 +29,66 @@ from .imageio import write_atomically
 from .models import MODEL_KINDS, StyleTransferModel, build_model
 
 FORMAT_NAME = "adaconv-weights"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "1"          # every tensor stored as it is (fp32 / fp16 / bf16)
+INT8_FORMAT_VERSION = "2"     # some tensors stored as per-row int8 + scale, listed in the metadata
+READABLE_VERSIONS = (FORMAT_VERSION, INT8_FORMAT_VERSION)
+SCALE_SUFFIX = ".int8_row_scale"
+INT8_MIN_ELEMENTS = 8 * 1024 * 1024  # "auto" stores tensors at least this large in 8 bits: only AdaConv's FC layer
+
+
+def int8_candidates(model: StyleTransferModel, policy: str = "auto") -> list[str]:
+    """Names of the tensors ``policy`` stores in 8 bits: "auto" (the large matrices) or "off" (none)."""
+    if policy == "off":
+        return []
+    if policy != "auto":
+        raise WeightsError(f"--int8 {policy}: choose auto or off")
+    return sorted(name for name, tensor in model.trainable_state_dict().items()
+                  if tensor.is_floating_point() and tensor.dim() >= 2 and tensor.numel() >= INT8_MIN_ELEMENTS)
+
+
+def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float [R, ...] -> (int8 of the same shape, fp32 scale [R]); each row by its own absmax / 127."""
+    rows = tensor.detach().float().reshape(tensor.shape[0], -1)
+    scale = rows.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    quantized = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return quantized.reshape(tensor.shape), scale
+
+
+def dequantize_rows(quantized: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`quantize_rows` (to fp32)."""
+    rows = quantized.reshape(quantized.shape[0], -1).float() * scale.float()[:, None]
+    return rows.reshape(quantized.shape)
 
 
 def save_weights(model: StyleTransferModel, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
-                 provenance: dict | None = None) -> None:
-    """Write ``model``'s trainable tensors (optionally cast, e.g. to fp16) and metadata, atomically."""
+                 provenance: dict | None = None, int8: Sequence[str] = ()) -> None:
+    """Write ``model``'s trainable tensors (optionally cast, e.g. to fp16) and metadata, atomically.
+
+    ``int8``: names of tensors to store as per-row int8 (see :func:`int8_candidates`)."""
+    state = model.trainable_state_dict()
+    unknown = sorted(set(int8) - set(state))
+    if unknown:
+        raise WeightsError(f"cannot store {unknown[0]} in 8 bits: the {model.kind} model has no such tensor")
     tensors = {}
-    for name, tensor in model.trainable_state_dict().items():
+    for name, tensor in state.items():
         tensor = tensor.detach().to("cpu")
+        if name in int8:
+            tensors[name], tensors[name + SCALE_SUFFIX] = quantize_rows(tensor)
+            continue
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[name] = tensor.contiguous()
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": INT8_FORMAT_VERSION if int8 else FORMAT_VERSION,
         "model": model.kind,
         "hyperparameters": json.dumps(model.hyperparameters(), sort_keys=True),
         "encoder_normalization": model.encoder.normalisation_id,
         "provenance": json.dumps(provenance or {}, sort_keys=True),
     }
+    if int8:
+        metadata["int8_tensors"] = json.dumps(sorted(int8))
     data = safetensors_bytes(tensors, metadata=metadata)
     write_atomically(Path(path), lambda handle: handle.write(data))
 
@@ -64,12 +110,27 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise WeightsError(f"{path}: damaged or not a safetensors file ({error})") from None
     except (OSError, ValueError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot read weights ({error})") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise WeightsError(f"{path}: weights format version {metadata.get('format_version')!r} is not supported "
-                           f"(this adaconv reads version {FORMAT_VERSION})")
+                           f"(this adaconv reads versions {', '.join(READABLE_VERSIONS)})")
     if metadata.get("model") not in MODEL_KINDS:
         raise WeightsError(f"{path}: unknown model {metadata.get('model')!r} in the weights file")
-    return tensors, metadata
+    return _expand_int8(path, tensors, metadata), metadata
+
+
+def _expand_int8(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Replace every tensor stored in 8 bits by its fp32 values (and drop the scales)."""
+    try:
+        names = json.loads(metadata.get("int8_tensors", "[]"))
+    except ValueError:
+        raise WeightsError(f"{path}: bad int8_tensors list in the weights file") from None
+    for name in names:
+        quantized, scale = tensors.get(name), tensors.pop(name + SCALE_SUFFIX, None)
+        if quantized is None or scale is None or quantized.dtype != torch.int8 \
+                or scale.shape != (quantized.shape[0],):
+            raise WeightsError(f"{path}: tensor {name} is listed as 8-bit but is not stored as int8 with row scales")
+        tensors[name] = dequantize_rows(quantized, scale)
+    return tensors
 
 
 def model_from_weights(path: str | os.PathLike, *, expected_kind: str | None = None,
