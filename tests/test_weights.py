@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from adaconv.errors import WeightsError
-from adaconv.models import build_model
 from adaconv.imageio import to_tensor
+from adaconv.models import build_model
 from adaconv.preprocessing import prepare_style
 from adaconv.weights import SCALE_SUFFIX, int8_candidates, model_from_weights, read_weights, save_weights
 

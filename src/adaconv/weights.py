@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import torch
