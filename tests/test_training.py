@@ -205,3 +205,14 @@ def test_a_resumed_phase_at_another_crop_size_is_counted_apart(data_dir, tmp_pat
     Trainer(config(data_dir, tmp_path / "warm", iterations=1, init=str(tmp_path / "w.safetensors"))).train()
     provenance = export_weights(tmp_path / "warm", tmp_path / "warm.safetensors")
     assert provenance["iterations_by_crop"] == {"64": 3, "96": 1} and provenance["total_images_seen"] == 5 + 2
+
+
+def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):
+    """--resume --lr X continues at X·decay(step), not at the learning rate saved in the optimiser state."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2, lr=1e-4, lr_decay=0.5)).train()
+    trainer = Trainer(config(data_dir, run, iterations=3, lr=3e-4, lr_decay=0.5, resume=True))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 / (1 + 0.5 * 2))
+    trainer.train()
+    rows = (run / "log.csv").read_text().splitlines()
+    assert float(rows[-1].split(",")[5]) == pytest.approx(3e-4 / (1 + 0.5 * 3), rel=1e-3)

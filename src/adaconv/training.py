@@ -224,6 +224,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.iteration = state["iteration"]
+        # The saved optimiser carries the old learning rate; --lr and --lr-decay of this invocation rule from here
+        # (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
+        factor = learning_rate_factor(self.config.lr_decay)(self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * factor
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.elapsed_before = state.get("train_seconds", 0.0)
         self.provenance = state.get("provenance", self.provenance)
         if "phases" not in self.provenance:  # a run from before phases were recorded: one phase so far
