@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,18 +170,53 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     assert torch.load(out / CHECKPOINT, weights_only=False)["iteration"] == summary["iteration"]
 
 
-def test_torchrun_two_processes_end_with_identical_weights(data_dir, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+def torchrun_command(data_dir, out, *arguments, port):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
                "-m", "adaconv", "train", "--model", "adain", "--content", data_dir / "train" / "content",
-               "--style", data_dir / "train" / "style", "--out", tmp_path / "ddp", "--iterations", "3",
-               "--batch-size", "1", "--crop-size", "64", "--max-images", "8", "--sample-every", "0",
-               "--threads", "1"]
-    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+               "--style", data_dir / "train" / "style", "--out", out, "--batch-size", "1", "--crop-size", "64",
+               "--max-images", "8", "--sample-every", "0", "--threads", "1", *arguments]
+    return list(map(str, command))
+
+
+def rank_summaries(returncode, stdout, stderr):
+    assert returncode == 0, stderr[-2000:]
+    summaries = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert sorted(s["rank"] for s in summaries) == [0, 1]
+    return summaries
+
+
+def torchrun_train(data_dir, out, *arguments, port):
+    result = subprocess.run(torchrun_command(data_dir, out, *arguments, port=port), capture_output=True, text=True,
+                            timeout=600)
+    return rank_summaries(result.returncode, result.stdout, result.stderr)
+
+
+def worker_of_rank(launcher_pid: int, rank: int) -> int:
+    """The pid of torchrun's worker process with RANK=rank (read from /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environment = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher_pid and f"RANK={rank}".encode() in environment:
+            return int(stat.parent.name)
+    raise AssertionError(f"no worker of rank {rank} under pid {launcher_pid}")
+
+
+def test_torchrun_two_processes_end_with_identical_weights(data_dir, tmp_path):
+    summaries = torchrun_train(data_dir, tmp_path / "ddp", "--iterations", "3", port=29531)
     assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
     assert summaries[0]["images_seen"] == 6
+
+
+def test_torchrun_ranks_stop_together_at_the_time_limit(data_dir, tmp_path):
+    """Each rank times its own steps; without agreeing, one would step alone and wait forever for the other."""
+    summaries = torchrun_train(data_dir, tmp_path / "ddp", "--iterations", "100000", "--time-limit", "0.25",
+                               "--checkpoint-every", "5", port=29533)
+    assert [s["stopped_by"] for s in summaries] == ["time limit"] * 2
+    assert summaries[0]["iteration"] == summaries[1]["iteration"] > 0
+    assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
 
 
 def test_exported_totals_count_the_warm_start(data_dir, tmp_path):
@@ -216,3 +252,27 @@ def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):
     trainer.train()
     rows = (run / "log.csv").read_text().splitlines()
     assert float(rows[-1].split(",")[5]) == pytest.approx(3e-4 / (1 + 0.5 * 3), rel=1e-3)
+
+
+def test_torchrun_ranks_stop_together_when_only_one_is_signalled(data_dir, tmp_path):
+    """SIGTERM to rank 1 alone: rank 0 must stop at the same step rather than wait for its gradients forever."""
+    out = tmp_path / "ddp"
+    process = subprocess.Popen(torchrun_command(data_dir, out, "--iterations", "100000", "--log-every", "1",
+                                                port=29535), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group: a failure kills the workers too
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3):
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        os.kill(worker_of_rank(process.pid, 1), signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    summaries = rank_summaries(process.returncode, stdout, stderr)
+    assert [s["stopped_by"] for s in summaries] == ["SIGTERM"] * 2
+    assert summaries[0]["iteration"] == summaries[1]["iteration"]
+    assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]

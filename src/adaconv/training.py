@@ -409,13 +409,12 @@ class Trainer:
         self.model.train()
         try:
             while self.iteration < config.iterations:
-                if stop_signal:
-                    stop_reason = stop_signal[0]
-                    break
                 spent = time.monotonic() - started
                 expected = (step_seconds or 0.0) * 1.5 + last_checkpoint_seconds
-                if spent + expected > limit:
-                    stop_reason = "time limit"
+                reason = stop_signal[0] if stop_signal else "time limit" if spent + expected > limit else None
+                reason = self._agree_on_stop(reason)
+                if reason:
+                    stop_reason = reason
                     break
                 step_started = time.perf_counter()
                 wait_before = prefetcher.wait_seconds
@@ -481,6 +480,17 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return summary
+
+    STOP_REASONS = (None, "time limit", "SIGINT", "SIGTERM")
+
+    def _agree_on_stop(self, reason: str | None) -> str | None:
+        """Data-parallel ranks must stop at the same step (one stepping alone would wait forever for the
+        others' gradients): each says whether it wants to stop, and all stop when one does."""
+        if not self.distributed:
+            return reason
+        code = torch.tensor([self.STOP_REASONS.index(reason)], device=self.device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        return self.STOP_REASONS[int(code)]
 
     @staticmethod
     def _catch_stop_signals(flag: list[str]) -> dict:
