@@ -276,3 +276,16 @@ def test_torchrun_ranks_stop_together_when_only_one_is_signalled(data_dir, tmp_p
     assert [s["stopped_by"] for s in summaries] == ["SIGTERM"] * 2
     assert summaries[0]["iteration"] == summaries[1]["iteration"]
     assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
+
+
+def test_torchrun_ranks_share_the_validation_and_score_what_one_process_scores(data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun_train(data_dir, out, "--iterations", "2", "--val-content", data_dir / "bench" / "content",
+                   "--val-style", data_dir / "bench" / "style", "--val-every", "2", "--ema-decay", "0", port=29537)
+    written = (out / "val.csv").read_text().splitlines()
+    assert len(written) == 2 and written[1].startswith("2,")
+    alone = Trainer(config(data_dir, out, iterations=2, resume=True, val_content=str(data_dir / "bench" / "content"),
+                           val_style=str(data_dir / "bench" / "style"), ema_decay=0.0))
+    alone.load_data()
+    values = alone.validation_loss()
+    assert float(written[1].split(",")[2]) == pytest.approx(values["loss"], rel=1e-4)

@@ -193,10 +193,11 @@ class Trainer:
             self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30))
         self.step_module = self.objective
         if self.distributed:
-            # buffers are constants (the encoder's mean, AdaConv's identity kernels): nothing to broadcast
+            # buffers are constants (the encoder's mean, AdaConv's identity kernels): equal on every rank, so
+            # no sync before each forward (torch 2.13 renamed broadcast_buffers to forward_sync_buffers)
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                forward_sync_buffers=False)
 
     # -- state -----------------------------------------------------------------------------------
     def _warm_start(self, path: str) -> None:
@@ -331,32 +332,37 @@ class Trainer:
         objective = self.average_objective if averaged else self.objective
         was_training = objective.model.training
         objective.model.eval()
-        totals = torch.zeros(3, dtype=torch.float64)
-        for start in range(0, len(content), batch_size):
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # data-parallel ranks score every world_size-th batch and add up (one rank alone would leave the rest idle)
+        for start in range(self.rank * batch_size, len(content), batch_size * self.world_size):
             c = content[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
             s = style[start:start + batch_size].to(self.device, memory_format=torch.channels_last)
             values = objective(c, s)
-            totals += torch.tensor([v.item() for v in values], dtype=torch.float64) * len(c)
+            totals += torch.stack([v.detach().double() for v in values]) * len(c)
         objective.model.train(was_training)
+        if self.distributed:
+            dist.all_reduce(totals)
         totals /= len(content)
         return {"loss": totals[0].item(), "content_loss": totals[1].item(), "style_loss": totals[2].item()}
 
     def _validate(self) -> None:
         """Held-out losses of the current weights (val.csv) and of their average (val_average.csv)."""
-        if self.validation is None or not self.is_main:
+        if self.validation is None:
             return
         kinds = [("validation", "val.csv", False)]
         if self.average is not None:
             kinds.append(("validation_average", VAL_AVERAGE, True))
         for key, name, averaged in kinds:
-            values = self.validation_loss(averaged=averaged)
+            values = self.validation_loss(averaged=averaged)  # every rank takes part; the main one writes
             path = self.out / name
-            new = not path.exists()
-            with open(path, "a", newline="") as file:
-                writer = csv.writer(file)
-                if new:
-                    writer.writerow(VAL_FIELDS)
-                writer.writerow([self.iteration, self.images_seen] + [f"{values[k]:.5f}" for k in VAL_FIELDS[2:]])
+            if self.is_main:
+                new = not path.exists()
+                with open(path, "a", newline="") as file:
+                    writer = csv.writer(file)
+                    if new:
+                        writer.writerow(VAL_FIELDS)
+                    writer.writerow([self.iteration, self.images_seen]
+                                    + [f"{values[k]:.5f}" for k in VAL_FIELDS[2:]])
             self.provenance[key] = {"iteration": self.iteration, **{k: round(v, 5) for k, v in values.items()},
                                     "content": self.config.val_content, "style": self.config.val_style,
                                     "pairs": list(self.config.val_pairs), "crop_size": self.config.crop_size}
