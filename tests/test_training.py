@@ -289,3 +289,14 @@ def test_torchrun_ranks_share_the_validation_and_score_what_one_process_scores(d
     alone.load_data()
     values = alone.validation_loss()
     assert float(written[1].split(",")[2]) == pytest.approx(values["loss"], rel=1e-4)
+
+
+def test_torchrun_ranks_draw_from_disjoint_shares_of_the_paintings(data_dir, tmp_path):
+    """8 paintings, 2 ranks, 8 steps of batch 1: each rank meets (and caches) only its own 4."""
+    command = torchrun_command(data_dir, tmp_path / "ddp", "--iterations", "8", "--style-cache-gb", "1",
+                               port=29539)
+    command[command.index("adain")] = "adaconv"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    summaries = rank_summaries(result.returncode, result.stdout, result.stderr)
+    assert [s["style_cache"]["entries"] for s in summaries] == [4, 4]
+    assert [s["style_cache"]["hits"] for s in summaries] == [4, 4]

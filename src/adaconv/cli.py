@@ -117,7 +117,8 @@ def add_train(commands) -> None:
     parser.add_argument("--val-style", metavar="DIR", help="held-out paintings (a fixed 8 are used)")
     parser.add_argument("--val-every", type=positive_int, default=500, help="score the held-out pairs every N steps")
     parser.add_argument("--style-cache-gb", type=float, default=10.0,
-                        help="AdaConv: memory for cached style features (0: recompute every step, with flips)")
+                        help="AdaConv: this machine's memory for cached style features, split between its "
+                             "data-parallel processes (0: recompute every step, with flips)")
     parser.add_argument("--ema-decay", type=float, default=0.999,
                         help="keep an exponential moving average of the weights with this decay, scored on the "
                              "held-out pairs and exported by default (0: none)")
@@ -326,7 +327,9 @@ def run_train(args) -> int:
         val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb,
         ema_decay=args.ema_decay)
     summary = Trainer(config).train()
-    print(json.dumps(summary))
+    # one write (atomic on a pipe): data-parallel ranks share stdout, and torchrun runs them unbuffered
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
     return EXIT_OK
 
 

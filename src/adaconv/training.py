@@ -190,7 +190,9 @@ class Trainer:
             self.average_objective = TrainingObjective(self.average.module, config.style_weight)
         self.style_cache = None
         if config.model == "adaconv" and config.style_cache_gb > 0:
-            self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30))
+            # the budget is the machine's: split between the data-parallel processes that run on it
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30 / local_processes))
         self.step_module = self.objective
         if self.distributed:
             # buffers are constants (the encoder's mean, AdaConv's identity kernels): equal on every rank, so
@@ -293,7 +295,12 @@ class Trainer:
             self.styles = ImageBank.load(config.style, short_side=longest, limit=config.max_images, progress=show)
         seed = config.seed * 1000 + self.rank
         self.content_order = ShuffledIndices(len(self.contents), seed)
-        self.style_order = ShuffledIndices(len(self.styles), seed + 500)
+        # Data-parallel ranks draw from disjoint shares of the paintings (together: all of them), so that with
+        # AdaConv's style cache each rank caches its own share rather than every rank the whole set.
+        sharded = self.distributed and len(self.styles) >= self.world_size
+        self.style_share = list(range(self.rank, len(self.styles), self.world_size) if sharded
+                                else range(len(self.styles)))
+        self.style_order = ShuffledIndices(len(self.style_share), seed + 500)
         self.validation = self._load_validation() if config.val_content and config.val_style else None
         skipped = len(self.contents.skipped) + len(self.styles.skipped)
         if skipped and self.is_main:
@@ -373,7 +380,7 @@ class Trainer:
         generator = torch.Generator().manual_seed((config.seed * 1_000_003 + self.rank) * 10_000_019 + step)
         start = step * config.batch_size
         contents = [self.contents.images[i] for i in self.content_order.take(start, config.batch_size)]
-        style_indices = self.style_order.take(start, config.batch_size)
+        style_indices = [self.style_share[i] for i in self.style_order.take(start, config.batch_size)]
         styles = [self.styles.images[i] for i in style_indices]
         content = random_crops(contents, config.crop_size, generator)
         if config.model == "adaconv":
