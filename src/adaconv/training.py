@@ -583,17 +583,19 @@ def plot_losses(log_path: Path, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    validation = []
-    if (log_path.parent / "val.csv").exists():
-        with open(log_path.parent / "val.csv", newline="") as file:
-            validation = list(csv.DictReader(file))
+    held_out = {}
+    for name, label in (("val.csv", "held-out pairs"), (VAL_AVERAGE, "held-out pairs, weight average")):
+        if (log_path.parent / name).exists():
+            with open(log_path.parent / name, newline="") as file:
+                held_out[label] = list(csv.DictReader(file))
     iterations = [int(r["iteration"]) for r in rows]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for axis, key in zip(axes, ("loss", "content_loss", "style_loss")):
         axis.plot(iterations, [float(r[key]) for r in rows], linewidth=0.6, alpha=0.6, label="training batches")
-        if validation:
+        for label, validation in held_out.items():
             axis.plot([int(r["iteration"]) for r in validation], [float(r[key]) for r in validation],
-                      "o-", linewidth=1.2, markersize=3, label="held-out pairs")
+                      "o-", linewidth=1.2, markersize=3, label=label)
+        if held_out:
             axis.legend(fontsize=8)
         axis.set_title(key.replace("_", " "))
         axis.set_xlabel("iteration")
