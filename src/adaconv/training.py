@@ -233,13 +233,9 @@ class Trainer:
         self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
         for group in self.optimizer.param_groups:
             group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * factor
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.elapsed_before = state.get("train_seconds", 0.0)
         self.provenance = state.get("provenance", self.provenance)
-        if "phases" not in self.provenance:  # a run from before phases were recorded: one phase so far
-            self.provenance["phases"] = [{"from_iteration": 0, "crop_size": state["config"]["crop_size"],
-                                          "batch_size": state["config"]["batch_size"] * state.get("world_size", 1),
-                                          "images_before": 0}]
+        self.provenance["phases"] = recorded_phases(state)
         self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
 
     def save_checkpoint(self, train_seconds: float) -> None:
@@ -610,6 +606,14 @@ def plot_losses(log_path: Path, target: Path) -> None:
 EXPORT_CHOICES = ("auto", "average", "last")
 
 
+def recorded_phases(state: dict) -> list[dict]:
+    """A checkpoint's phases; a run from before phases were recorded had one phase so far."""
+    config = state["config"]
+    return state.get("provenance", {}).get("phases") or [
+        {"from_iteration": 0, "crop_size": config["crop_size"],
+         "batch_size": config["batch_size"] * state.get("world_size", 1), "images_before": 0}]
+
+
 def _totals(state: dict, init: dict | None) -> dict:
     """Iterations and images seen, in all and per crop size, including the weights a run was warm-started from
     (same model only): the campaign restarts from the shipped file whenever a machine loses its run folder."""
@@ -617,8 +621,7 @@ def _totals(state: dict, init: dict | None) -> dict:
     earlier_iterations = earlier.get("total_iterations", earlier.get("iterations", 0))
     by_crop = dict(earlier.get("iterations_by_crop") or ({str(earlier["crop_size"]): earlier_iterations}
                                                          if earlier_iterations else {}))
-    phases = state.get("provenance", {}).get("phases") or [{"from_iteration": 0,
-                                                             "crop_size": state["config"]["crop_size"]}]
+    phases = recorded_phases(state)
     ends = [phase["from_iteration"] for phase in phases[1:]] + [state["iteration"]]
     for phase, end in zip(phases, ends):
         key = str(phase["crop_size"])
@@ -678,8 +681,5 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "exported": datetime.date.today().isoformat(),
         "dtype": dtype,
     }
-    quantized = int8_candidates(model, int8)
-    if quantized:
-        provenance["int8_tensors"] = quantized
-    save_weights(model, out, dtype=dtypes[dtype], provenance=provenance, int8=quantized)
+    save_weights(model, out, dtype=dtypes[dtype], provenance=provenance, int8=int8_candidates(model, int8))
     return provenance
