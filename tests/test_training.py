@@ -156,7 +156,8 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     command = [sys.executable, "-m", "adaconv", "train", "--model", "adain", "--content",
                data_dir / "train" / "content", "--style", data_dir / "train" / "style", "--out", out,
                "--iterations", "1000", "--batch-size", "1", "--crop-size", "64", "--max-images", "8",
-               "--checkpoint-every", "1000", "--sample-every", "0"]
+               "--checkpoint-every", "1000", "--sample-every", "0", "--val-content", data_dir / "bench" / "content",
+               "--val-style", data_dir / "bench" / "style", "--val-every", "1000"]
     process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "log.csv"
     deadline = time.time() + 300
@@ -168,6 +169,9 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped_by"] == "SIGTERM" and summary["iteration"] >= 10
     assert torch.load(out / CHECKPOINT, weights_only=False)["iteration"] == summary["iteration"]
+    # stopping at once: no final validation (torchrun kills workers 30 s after a SIGTERM)
+    assert not (out / "val.csv").exists() or len((out / "val.csv").read_text().splitlines()) <= 1
+    assert not list((out / "samples").glob("*.png"))
 
 
 def torchrun_command(data_dir, out, *arguments, port):

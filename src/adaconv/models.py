@@ -16,8 +16,9 @@ from torch import nn
 
 from .decoder import SCALE_CHANNELS, Decoder
 from .encoder import VGGEncoder, shared_encoder
-from .kernel_prediction import GROUPS, KernelPredictor, StyleEncoder
+from .kernel_prediction import GROUPS, STYLE_IMAGE_SIZE, KernelPredictor, StyleEncoder
 from .modulation import adain, adaptive_conv, identity_kernels, mean_std, normalize_with_statistics
+from .preprocessing import resize
 
 MODEL_KINDS = ("adain", "adaconv")
 
@@ -180,9 +181,6 @@ class AdaConvModel(StyleTransferModel):
 
     def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
         """The content image read as a style (resized to 256x256): α blends the descriptors."""
-        from .kernel_prediction import STYLE_IMAGE_SIZE
-        from .preprocessing import resize
-
         return self.encode_style(resize(content, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))  # as a style is read
 
     def modulate(self, scale: int, features: torch.Tensor, style: StyleCode,

@@ -472,11 +472,16 @@ class Trainer:
                 signal.signal(number, handler)
         if window["n"]:
             self._log(log_path, window, started)
-        if self.validation is not None and self.provenance.get("validation", {}).get("iteration") != self.iteration:
+        # A signal means "stop now" (torchrun kills its workers 30 s after passing SIGTERM on): checkpoint at
+        # once and skip the final validation and samples, which can take longer than that on busy cores.
+        stopped_by_signal = stop_reason in ("SIGINT", "SIGTERM")
+        validated = self.provenance.get("validation", {}).get("iteration") == self.iteration
+        if self.validation is not None and not validated and not stopped_by_signal:
             self._validate()
         self._checkpoint(started)
         if self.is_main:
-            self.write_samples()
+            if not stopped_by_signal:
+                self.write_samples()
             plot_losses(log_path, self.out / "losses.png")
         summary = {"iteration": self.iteration, "images_seen": self.images_seen, "stopped_by": stop_reason,
                    "session_seconds": round(time.monotonic() - started, 1),
