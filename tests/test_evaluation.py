@@ -69,6 +69,28 @@ def test_features_moved_toward_the_style_statistics_lower_the_style_distance_mon
     assert all(a > b for a, b in zip(distances, distances[1:]))
 
 
+def test_ssim_is_the_gaussian_window_definition_on_a_non_square_image():
+    """The banded-matrix blur must equal the 11x11 Gaussian window applied directly (valid windows only)."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.rand(1, 40, 29, generator=generator, dtype=torch.float64)
+    b = (a + 0.2 * torch.rand(1, 40, 29, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    coords = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+    window = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+
+    def blur(t):
+        return torch.nn.functional.conv2d(t[None], window)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    direct = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    assert ssim(a, b) == pytest.approx(float(direct.mean()), abs=1e-12)
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(a[:, :8], b[:, :8])
+
+
 def test_ssim_falls_with_noise_and_colour_distance_is_bounded(content):
     y = luminance(content.image)
     generator = torch.Generator().manual_seed(0)

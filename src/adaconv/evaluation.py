@@ -21,7 +21,6 @@ import importlib.metadata
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .encoder import VGGEncoder
 from .preprocessing import center_crop, resize_short_side
@@ -128,21 +127,30 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
 def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> float:
     """Mean SSIM of two single-channel images [1, H, W] in [0, 1] (Wang et al. 2004 constants)."""
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    kernel_1d = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    kernel_1d = kernel_1d / kernel_1d.sum()
-    kernel = (kernel_1d[:, None] * kernel_1d[None, :])[None, None]
-    x, y = a.double()[None], b.double()[None]
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel)  # 'valid' windows only, as in the reference implementation
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
+    kernel = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    x, y = a.double()[0], b.double()[0]
+    # The five local moments in one batch; the separable Gaussian window as two banded matrices, so the blur is
+    # two matrix products: 14x faster than a float64 11x11 conv2d at 512², which was 95% of `evaluate`'s scoring.
+    moments = torch.stack([x, y, x * x, y * y, x * y])
+    blurred = _window_matrix(x.shape[0], kernel).T @ moments @ _window_matrix(x.shape[1], kernel)
+    mu_x, mu_y, xx, yy, xy = blurred  # 'valid' windows only, as in the reference implementation
+    var_x, var_y, cov = xx - mu_x ** 2, yy - mu_y ** 2, xy - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     return float(index.mean())
+
+
+def _window_matrix(size: int, kernel: torch.Tensor) -> torch.Tensor:
+    """[size, size - k + 1]: column j holds the 1-D kernel at rows j..j+k-1 (a 'valid' correlation as a product)."""
+    taps = kernel.numel()
+    if size < taps:
+        raise ValueError(f"SSIM needs images of at least {taps} pixels per side, got {size}")
+    columns = size - taps + 1
+    matrix = torch.zeros(size, columns, dtype=kernel.dtype)
+    rows = torch.arange(taps)[:, None] + torch.arange(columns)[None, :]
+    matrix[rows, torch.arange(columns).expand(taps, columns)] = kernel[:, None].expand(taps, columns)
+    return matrix
 
 
 def color_histogram(image: torch.Tensor, bins: int = HISTOGRAM_BINS) -> torch.Tensor:
