@@ -95,3 +95,19 @@ def test_unknown_model_and_parametrization_are_refused():
         build_model("gatys")
     with pytest.raises(ValueError, match="parametrization"):
         AdaConvModel(parametrization="other")
+
+
+def test_style_encoder_fully_connected_layer_runs_in_fp32_under_bf16_autocast():
+    """The layer is exempt from autocast (faster in fp32 on the CPU, docs/benchmarks.md): under autocast the
+    descriptor is fp32 and agrees with the fp32 model to the bf16 rounding of the convolutions before it."""
+    from adaconv.kernel_prediction import StyleEncoder
+
+    torch.manual_seed(6)
+    encoder = StyleEncoder()
+    features = torch.rand(2, 512, 32, 32)
+    with torch.no_grad():
+        exact = encoder(features)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = encoder(features)
+    assert mixed.dtype == torch.float32 and mixed.shape == (2, 512, 3, 3)
+    assert torch.allclose(mixed, exact, atol=0.02 * exact.abs().max().item())

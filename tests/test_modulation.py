@@ -46,19 +46,21 @@ def test_adain_equals_a_1x1_adaptive_convolution():
     assert torch.allclose(result, adain(content, style_mean, style_std), atol=1e-5)
 
 
-def test_batched_adaptive_conv_equals_per_sample():
+def test_batched_adaptive_conv_equals_one_grouped_convolution_over_the_folded_batch():
+    """Reference: the batch folded into the groups, [1, B·C, H, W] with B·groups groups, in one call."""
     torch.manual_seed(2)
     batch, channels, groups = 3, 8, 4
-    x = torch.randn(batch, channels, 10, 7)
+    x = torch.randn(batch, channels, 10, 7).contiguous(memory_format=torch.channels_last)
     spatial = torch.randn(batch, channels, channels // groups, 3, 3)
     pointwise = torch.randn(batch, channels, channels // groups, 1, 1)
     bias = torch.randn(batch, channels)
     batched = adaptive_conv(x, spatial, pointwise, bias, groups)
-    for i in range(batch):
-        padded = torch.nn.functional.pad(x[i:i + 1], (1, 1, 1, 1), mode="reflect")
-        single = torch.nn.functional.conv2d(padded, spatial[i], groups=groups)
-        single = torch.nn.functional.conv2d(single, pointwise[i], groups=groups) + bias[i].view(1, -1, 1, 1)
-        assert torch.allclose(batched[i:i + 1], single, atol=1e-5)
+    folded = torch.nn.functional.pad(x.reshape(1, batch * channels, 10, 7), (1, 1, 1, 1), mode="reflect")
+    folded = torch.nn.functional.conv2d(folded, spatial.reshape(batch * channels, -1, 3, 3), groups=batch * groups)
+    folded = torch.nn.functional.conv2d(folded, pointwise.reshape(batch * channels, -1, 1, 1), groups=batch * groups)
+    reference = folded.reshape(batch, channels, 10, 7) + bias.view(batch, channels, 1, 1)
+    assert torch.allclose(batched, reference, atol=1e-5)
+    assert batched.is_contiguous(memory_format=torch.channels_last)  # the next decoder layer's layout
 
 
 def test_identity_kernels_are_the_identity():

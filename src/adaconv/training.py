@@ -41,6 +41,7 @@ from .weights import int8_candidates, load_trainable_tensors, read_weights, save
 
 CHECKPOINT = "checkpoint.pt"
 VAL_AVERAGE = "val_average.csv"
+FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")  # where torch 2.13 has a fused Adam kernel
 VAL_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss")
 LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
               "seconds_per_step", "data_wait_fraction", "wall_seconds")
@@ -162,7 +163,10 @@ class Trainer:
         self.model.to(self.device, memory_format=torch.channels_last)
         self.objective = TrainingObjective(self.model, config.style_weight)
         params = self.model.trainable_parameters()
-        self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
+        # AdaConv's 59 M parameters the default loop cost ~0.5 s of a ~2.5 s step (docs/benchmarks.md)
+        self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=self.fused_adam or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config.lr_decay))
         if not 0.0 <= config.ema_decay < 1.0:
             raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
@@ -225,6 +229,8 @@ class Trainer:
             raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.model.kind}")
         load_trainable_tensors(self.model, state["model"], source=path)
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a checkpoint saved by the unfused optimiser says fused=None
+            group["fused"] = self.fused_adam or None
         self.scheduler.load_state_dict(state["scheduler"])
         self.iteration = state["iteration"]
         # The saved optimiser carries the old learning rate; --lr and --lr-decay of this invocation rule from here
@@ -482,7 +488,7 @@ class Trainer:
         if self.is_main:
             if not stopped_by_signal:
                 self.write_samples()
-            plot_losses(log_path, self.out / "losses.png")
+            plot_losses(log_path, self.out / "losses.png", self.provenance.get("phases"))
         summary = {"iteration": self.iteration, "images_seen": self.images_seen, "stopped_by": stop_reason,
                    "session_seconds": round(time.monotonic() - started, 1),
                    "data_wait_seconds": round(prefetcher.wait_seconds, 2),
@@ -573,8 +579,11 @@ def weights_checksum(model: StyleTransferModel) -> str:
     return digest.hexdigest()[:16]
 
 
-def plot_losses(log_path: Path, target: Path) -> None:
-    """Loss curves (total, content, style) against iterations, as a PNG."""
+def plot_losses(log_path: Path, target: Path, phases: list[dict] | None = None) -> None:
+    """Loss curves (total, content, style) against iterations, as a PNG.
+
+    A change of crop size or batch starts a new phase and changes the losses' scale (the held-out pairs are
+    scored at the crop size), so each phase after the first is marked with a labelled vertical line."""
     with open(log_path, newline="") as file:
         rows = list(csv.DictReader(file))
     if not rows:
@@ -598,6 +607,11 @@ def plot_losses(log_path: Path, target: Path) -> None:
                       "o-", linewidth=1.2, markersize=3, label=label)
         if held_out:
             axis.legend(fontsize=8)
+        for phase in (phases or [])[1:]:
+            axis.axvline(phase["from_iteration"], color="grey", linestyle="--", linewidth=0.8)
+            axis.annotate(f"crop {phase['crop_size']}, batch {phase['batch_size']}",
+                          (phase["from_iteration"], 1.0), xycoords=("data", "axes fraction"),
+                          xytext=(3, -10), textcoords="offset points", fontsize=7, color="grey")
         axis.set_title(key.replace("_", " "))
         axis.set_xlabel("iteration")
         axis.set_yscale("log")
