@@ -324,3 +324,13 @@ def test_torchrun_ranks_draw_from_disjoint_shares_of_the_paintings(data_dir, tmp
     summaries = rank_summaries(result.returncode, result.stdout, result.stderr)
     assert [s["style_cache"]["entries"] for s in summaries] == [4, 4]
     assert [s["style_cache"]["hits"] for s in summaries] == [4, 4]
+
+
+def test_warmup_ramps_the_learning_rate_then_follows_the_schedule(data_dir, tmp_path):
+    """--warmup 4: lr · 1/4, 2/4, 3/4 over the first steps, then the papers' decay (the log holds the lr
+    the schedule gives after each step)."""
+    Trainer(config(data_dir, tmp_path / "run", iterations=6, lr=1e-3, lr_decay=0.1, warmup=4)).train()
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    logged = [float(row.split(",")[5]) for row in rows]
+    expected = [1e-3 * min(1.0, (i + 1) / 4) / (1 + 0.1 * i) for i in range(1, 7)]  # lr after step i
+    assert logged == pytest.approx(expected, rel=1e-3)

@@ -97,6 +97,10 @@ def add_train(commands) -> None:
     parser.add_argument("--crop-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=positive_float, default=1e-4)
     parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
+    parser.add_argument("--warmup", type=_number(int, lambda v: v >= 0, "a whole number >= 0"), default=0,
+                        metavar="STEPS",
+                        help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
+                             "a fresh optimiser's first steps otherwise undo part of the trained weights)")
     parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
     parser.add_argument("--parametrization", choices=("residual", "paper"), default="residual",
                         help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
@@ -320,8 +324,9 @@ def run_train(args) -> int:
     config = TrainConfig(
         model=args.model, content=args.content, style=args.style, out=args.out, iterations=args.iterations,
         batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay,
-        style_weight=args.style_weight, device=args.device, threads=args.threads, time_limit=args.time_limit,
-        resume=args.resume, init=args.init, seed=args.seed, parametrization=args.parametrization,
+        warmup=args.warmup, style_weight=args.style_weight, device=args.device, threads=args.threads,
+        time_limit=args.time_limit, resume=args.resume, init=args.init, seed=args.seed,
+        parametrization=args.parametrization,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
         max_images=args.max_images, precision=args.precision, val_content=args.val_content,
         val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb,

@@ -58,6 +58,7 @@ class TrainConfig:
     crop_size: int = 128
     lr: float = 1e-4
     lr_decay: float = 5e-5
+    warmup: int = 0                   # steps of linear learning-rate warm-up from iteration 0 (for warm starts)
     style_weight: float = 10.0
     device: str = "auto"
     threads: int | None = None
@@ -130,9 +131,13 @@ class TrainingObjective(nn.Module):
         return loss_c + self.style_weight * loss_s, loss_c.detach(), loss_s.detach()
 
 
-def learning_rate_factor(decay: float):
-    """The papers' schedule: lr / (1 + decay · iteration)."""
-    return lambda iteration: 1.0 / (1.0 + decay * iteration)
+def learning_rate_factor(decay: float, warmup: int = 0):
+    """The papers' schedule, lr / (1 + decay · iteration), ramped up linearly over the first ``warmup`` steps.
+
+    The ramp is for warm starts: trained weights with a fresh Adam state get updates of about lr · sign(g) on
+    every weight in the first steps (the moment estimates hold one or two gradients), which knocked the loss
+    back up in the campaign's warm-started sessions (docs/training.md)."""
+    return lambda iteration: min(1.0, (iteration + 1) / warmup if warmup else 1.0) / (1.0 + decay * iteration)
 
 
 class Trainer:
@@ -167,7 +172,8 @@ class Trainer:
         # AdaConv's 59 M parameters the default loop cost ~0.5 s of a ~2.5 s step (docs/benchmarks.md)
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
         self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=self.fused_adam or None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config.lr_decay))
+        schedule = learning_rate_factor(config.lr_decay, config.warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         if not 0.0 <= config.ema_decay < 1.0:
             raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
         self.iteration = 0
@@ -235,7 +241,7 @@ class Trainer:
         self.iteration = state["iteration"]
         # The saved optimiser carries the old learning rate; --lr and --lr-decay of this invocation rule from here
         # (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
-        factor = learning_rate_factor(self.config.lr_decay)(self.scheduler.last_epoch)
+        factor = learning_rate_factor(self.config.lr_decay, self.config.warmup)(self.scheduler.last_epoch)
         self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
         for group in self.optimizer.param_groups:
             group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * factor
@@ -611,7 +617,8 @@ def plot_losses(log_path: Path, target: Path, phases: list[dict] | None = None) 
             axis.axvline(phase["from_iteration"], color="grey", linestyle="--", linewidth=0.8)
             axis.annotate(f"crop {phase['crop_size']}, batch {phase['batch_size']}",
                           (phase["from_iteration"], 1.0), xycoords=("data", "axes fraction"),
-                          xytext=(3, -10), textcoords="offset points", fontsize=7, color="grey")
+                          xytext=(-2, -4), textcoords="offset points", fontsize=7, color="grey",
+                          rotation=90, ha="right", va="top")
         axis.set_title(key.replace("_", " "))
         axis.set_xlabel("iteration")
         axis.set_yscale("log")
@@ -689,6 +696,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "style_weight": config["style_weight"],
         "lr": config["lr"],
         "lr_decay": config["lr_decay"],
+        "warmup": config.get("warmup", 0),
         "content_data": config["content"],
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
