@@ -72,7 +72,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = build_model(args.model).to(memory_format=torch.channels_last)
-    if args.model == "adaconv":  # trained kernel predictors are not zero; zero ones would skip nothing, but be fair
+    if args.model == "adaconv":  # residual init zeroes the predictors; give them trained-like nonzero weights
         for predictor in model.kernel_predictors:
             for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
                 torch.nn.init.normal_(conv.weight, std=1e-4)

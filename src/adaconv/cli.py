@@ -37,6 +37,7 @@ def _number(convert, accept, wanted: str):
 
 
 positive_int = _number(int, lambda v: v > 0, "a positive whole number")
+non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 unit_float = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 stability_float = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
@@ -97,8 +98,7 @@ def add_train(commands) -> None:
     parser.add_argument("--crop-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=positive_float, default=1e-4)
     parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
-    parser.add_argument("--warmup", type=_number(int, lambda v: v >= 0, "a whole number >= 0"), default=0,
-                        metavar="STEPS",
+    parser.add_argument("--warmup", type=non_negative_int, default=0, metavar="STEPS",
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
                              "a fresh optimiser's first steps otherwise undo part of the trained weights)")
     parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
@@ -199,7 +199,7 @@ def add_benchmark(commands) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32, or autocast to bf16 (CPU/CUDA) or fp16 (CUDA)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per size (median reported)")
-    parser.add_argument("--warmup", type=_number(int, lambda v: v >= 0, "a whole number >= 0"), default=1,
+    parser.add_argument("--warmup", type=non_negative_int, default=1,
                         help="untimed runs first (the first one also counts the FLOPs)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

@@ -169,7 +169,7 @@ class Trainer:
         self.objective = TrainingObjective(self.model, config.style_weight)
         params = self.model.trainable_parameters()
         # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
-        # AdaConv's 59 M parameters the default loop cost ~0.5 s of a ~2.5 s step (docs/benchmarks.md)
+        # AdaConv's 59 M parameters the default loop cost 0.32 s of a ~3 s one-thread step (docs/benchmarks.md)
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
         self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=self.fused_adam or None)
         schedule = learning_rate_factor(config.lr_decay, config.warmup)
