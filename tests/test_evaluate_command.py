@@ -74,11 +74,14 @@ def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):
         assert theirs["summary"][metric]["mean"] == pytest.approx(ours["summary"][metric]["mean"], abs=1e-6)
 
 
-def test_outputs_mode_with_limit_takes_a_spread_subset(tmp_path, evaluated, bench):
+def test_outputs_mode_with_limit_takes_a_spread_subset(tmp_path, evaluated, bench, capsys):
     out = tmp_path / "limited"
     code = main(["evaluate", "--outputs", str(evaluated / "images"), "--content", str(bench / "content"),
-                 "--style", str(bench / "style"), "--grid", "2x2", "--limit", "2", "--out", str(out), "--quiet"])
+                 "--style", str(bench / "style"), "--grid", "2x2", "--limit", "2", "--out", str(out)])
     assert code == 0
+    # stderr is not a terminal here, as in a background run's log: progress comes as whole lines
+    progress = capsys.readouterr().err
+    assert "score: 0/2 (0%)" in progress and "score: 2/2 (100%)" in progress and "\r" not in progress
     report = json.loads((out / "evaluation.json").read_text())
     assert report["count"] == 2 and report["limit"] == 2 and report["size"] is None
     assert [p["output"] for p in report["pairs"]] == ["00__00.png", "19__39.png"]  # both contents, both styles

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from adaconv.models import build_model
-from adaconv.training import CHECKPOINT, TrainConfig, Trainer, export_weights
+from adaconv.training import CHECKPOINT, STYLE_CACHE_DIR, TrainConfig, Trainer, export_weights
 from adaconv.weights import model_from_weights, save_weights
 
 
@@ -106,6 +106,19 @@ def test_adaconv_warm_start_from_adain_carries_the_decoder_over(tmp_path, data_d
     ours, theirs = trainer.model.decoder.state_dict(), adain_model.decoder.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert trainer.provenance["init"]["model"] == "adain"
+
+
+def test_resumed_adaconv_run_reads_its_style_features_back_from_disk(tmp_path, data_dir):
+    """4 paintings, batch 2: the first session encodes all four (one shard per checkpoint); the resumed session
+    reads them back and encodes none."""
+    settings = dict(model="adaconv", max_images=4, style_cache_gb=1.0)
+    first = Trainer(config(data_dir, tmp_path / "run", iterations=2, **settings)).train()
+    assert first["style_cache"]["misses"] == 4 and first["style_cache"]["read_from_disk"] == 0
+    shards = sorted(p.name for p in (tmp_path / "run" / STYLE_CACHE_DIR).iterdir())
+    assert shards == ["rank0-iteration0000002.safetensors"]  # the final checkpoint adds nothing new
+    resumed = Trainer(config(data_dir, tmp_path / "run", iterations=4, resume=True, **settings)).train()
+    assert resumed["style_cache"] == {"entries": 4, "hits": 4, "misses": 0, "read_from_disk": 4,
+                                      "gib": first["style_cache"]["gib"]}
 
 
 def test_validation_and_export_weights_record_provenance(tmp_path, data_dir):

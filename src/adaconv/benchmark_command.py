@@ -21,7 +21,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .benchmarking import (
     PeakRSS,
@@ -40,6 +39,7 @@ from .imageio import write_atomically
 from .inference import TILE_ABOVE_PIXELS, Stylizer
 from .models import MODEL_KINDS, StyleCode, build_model
 from .preprocessing import prepare_style
+from .progress import progress_bar
 from .weights import shipped_weights_path
 
 SCHEMA = "adaconv-benchmark"
@@ -270,13 +270,12 @@ def benchmark_command(args) -> int:
         raise AdaconvError("--weights needs --model adain or --model adaconv")
     if args.threads:
         torch.set_num_threads(args.threads)
-    show = not args.quiet and sys.stderr.isatty()
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else (lambda text: None)
 
     results, notes = [], {}
     with nullcontext([]) if args.no_pause else training_paused(announce=say) as paused:
         peaks = device_peaks(device, args.precision)
-        with tqdm(total=len(kinds) * len(sizes), unit="size", disable=not show) as progress:
+        with progress_bar(total=len(kinds) * len(sizes), unit="size", enabled=not args.quiet) as progress:
             for kind in kinds:  # one model in memory at a time, so its peak memory is its own
                 stylizer, notes[kind] = load_stylizer(kind, args.weights, device)
                 measure = benchmark_onnx if args.backend == "onnxruntime" else benchmark_torch

@@ -25,8 +25,6 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .errors import AdaconvError
 from .imageio import (
     WRITABLE_FORMATS,
@@ -38,6 +36,7 @@ from .imageio import (
     write_atomically,
 )
 from .preprocessing import resize_short_side
+from .progress import progress_bar
 
 RECORDS_DIR = ".adaconv-dataset"
 BARRIER_TIMEOUT = timedelta(days=7)  # ranks may finish hours apart on a large dataset
@@ -111,10 +110,10 @@ def stylize_dataset_command(args) -> int:
     records.mkdir(parents=True, exist_ok=True)
     name = f"rank-{rank}-of-{world}"
     started = time.perf_counter()
-    show = sys.stderr.isatty() and not args.quiet
     with (records / f"{name}.jsonl").open("a") as log, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the 2048-px cap note would repeat for every large image
-        for item in tqdm(items, desc=f"rank {rank}/{world}", unit="img", disable=not show, position=rank):
+        for item in progress_bar(items, desc=f"rank {rank}/{world}", unit="img", enabled=not args.quiet,
+                                 position=rank):
             target = out / item["output"]
             if args.skip_existing and target.exists():
                 item["status"] = "existing"

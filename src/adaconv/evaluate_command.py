@@ -17,13 +17,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .contact_sheet import contact_sheet
 from .errors import AdaconvError, ImageError
 from .evaluation import METRICS, describe, measuring_setup, score, summarize
 from .imageio import list_images, save_image, to_tensor, write_atomically
 from .preprocessing import resize_short_side
+from .progress import progress_bar
 from .structure_probe import EDGE_THRESHOLD, probe_image, probe_statistics, probe_tensor
 
 SCHEMA = "adaconv-evaluation"
@@ -109,7 +109,7 @@ def evaluate_command(args) -> int:
     contents = [c for c in contents if any(c == pc for pc, _ in pairs)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    show = sys.stderr.isatty() and not args.quiet
+    show = not args.quiet
     started = time.perf_counter()
 
     if args.outputs:
@@ -129,7 +129,7 @@ def evaluate_command(args) -> int:
         _claim_run_folder(out, source, args.size)
         todo = [(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
         resized: dict[Path, torch.Tensor] = {}  # styles are the outer loop: read each content once, not per style
-        for content, style in tqdm(todo, desc="stylize", unit="pair", disable=not show):
+        for content, style in progress_bar(todo, desc="stylize", unit="pair", enabled=show):
             if content not in resized:
                 resized[content] = resize_short_side(to_tensor(content), args.size)
             save_image(stylizer.stylize(resized[content], style), images / pair_name(content, style))
@@ -191,7 +191,7 @@ def _score_pairs(pairs, images: Path, show: bool) -> list[dict]:
     measured_contents: dict[Path, object] = {}
     measured_styles: dict[Path, object] = {}
     records = []
-    for content, style in tqdm(pairs, desc="score", unit="pair", disable=not show):
+    for content, style in progress_bar(pairs, desc="score", unit="pair", enabled=show):
         if content not in measured_contents:
             measured_contents[content] = describe(to_tensor(content))
         if style not in measured_styles:
@@ -215,7 +215,7 @@ def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show:
     reference = probe_tensor()
     save_image(probe, folder / f"{PROBE_NAME}.png")
     outputs, originals = [], []
-    for content in tqdm(contents, desc="probe", unit="img", disable=not show):
+    for content in progress_bar(contents, desc="probe", unit="img", enabled=show):
         target = folder / f"{content.stem}__{PROBE_NAME}.png"
         if not target.exists():
             save_image(stylizer.stylize(resize_short_side(to_tensor(content), size), probe), target)

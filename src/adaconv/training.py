@@ -41,6 +41,7 @@ from .weights import int8_candidates, load_trainable_tensors, read_weights, save
 
 CHECKPOINT = "checkpoint.pt"
 VAL_AVERAGE = "val_average.csv"
+STYLE_CACHE_DIR = "style_cache"  # AdaConv: the style features computed so far, one shard per checkpoint
 FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")  # where torch 2.13 has a fused Adam kernel
 VAL_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss")
 LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
@@ -406,6 +407,7 @@ class Trainer:
     def train(self) -> dict:
         config = self.config
         self.load_data()
+        self._load_style_cache()
         started = time.monotonic()
         limit = config.time_limit * 60 if config.time_limit else math.inf
         prefetcher = BatchPrefetcher(self.make_batch, self.iteration)
@@ -501,7 +503,7 @@ class Trainer:
                    "rank": self.rank, "weights_checksum": weights_checksum(self.model)}
         if self.style_cache is not None:
             summary["style_cache"] = {"entries": len(self.style_cache), "hits": self.style_cache.hits,
-                                      "misses": self.style_cache.misses,
+                                      "misses": self.style_cache.misses, "read_from_disk": self.style_cache.loaded,
                                       "gib": round(self.style_cache.used_bytes / 2 ** 30, 2)}
         if self.distributed:
             dist.barrier()
@@ -536,7 +538,33 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         self.save_checkpoint(self.elapsed_before + time.monotonic() - started)
+        self._save_style_cache()
         return time.perf_counter() - began
+
+    # -- the style cache on disk (AdaConv) -------------------------------------------------------------
+    def _style_cache_identity(self) -> str:
+        return f"normalisation {self.model.encoder.normalisation_id}, style {STYLE_IMAGE_SIZE}px"
+
+    def _style_names(self) -> dict[int, str]:
+        root = Path(self.config.style)
+        return {key: self.styles.paths[key].relative_to(root).as_posix() for key in self.style_share}
+
+    def _save_style_cache(self) -> None:
+        """Each rank writes the style features it computed since the last checkpoint (its own shard)."""
+        if self.style_cache is None:
+            return
+        shard = self.out / STYLE_CACHE_DIR / f"rank{self.rank}-iteration{self.iteration:07d}.safetensors"
+        self.style_cache.save_new(shard, self._style_names(), self._style_cache_identity())
+
+    def _load_style_cache(self) -> None:
+        """A resumed run starts with the style features its earlier sessions computed."""
+        if self.style_cache is None or not self.config.resume:
+            return
+        keys = {name: key for key, name in self._style_names().items()}
+        read = self.style_cache.load(self.out / STYLE_CACHE_DIR, keys, self._style_cache_identity())
+        if read and self.is_main:
+            print(f"adaconv train: {read} cached style features read from {self.out / STYLE_CACHE_DIR}",
+                  file=sys.stderr, flush=True)
 
     def _trim_log(self, path: Path, fields=LOG_FIELDS) -> None:
         """On resume, drop log rows past the checkpoint, so the logs match the weights."""
