@@ -8,6 +8,7 @@ as a whole line of its own.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from tqdm import tqdm
@@ -43,5 +44,6 @@ def progress_bar(iterable=None, *, enabled: bool = True, stream=None, **options)
         return tqdm(iterable, file=stream, dynamic_ncols=True, **options)
     options.pop("position", None)  # stacked bars need cursor movement; lines from several ranks simply interleave
     options.setdefault("mininterval", LOG_INTERVAL)
+    options.setdefault("maxinterval", math.inf)  # tqdm's monitor would redraw a stalled bar: a repeated line here
     options.setdefault("bar_format", LOG_FORMAT)
     return tqdm(iterable, file=_LineWriter(stream), **options)
