@@ -347,3 +347,66 @@ def test_warmup_ramps_the_learning_rate_then_follows_the_schedule(data_dir, tmp_
     logged = [float(row.split(",")[5]) for row in rows]
     expected = [1e-3 * min(1.0, (i + 1) / 4) / (1 + 0.1 * i) for i in range(1, 7)]  # lr after step i
     assert logged == pytest.approx(expected, rel=1e-3)
+
+
+def test_adaconv_style_encoder_learns_at_its_own_rate_through_warmup_decay_and_resume(data_dir, tmp_path):
+    settings = dict(model="adaconv", max_images=4, lr=1e-4, lr_decay=0.1, warmup=2, style_encoder_lr_scale=0.1)
+    trainer = Trainer(config(data_dir, tmp_path / "run", iterations=2, **settings))
+    names = [group["name"] for group in trainer.optimizer.param_groups]
+    assert names == ["decoder", "style_encoder", "kernel_predictors"]
+    trainer.train()
+    resumed = Trainer(config(data_dir, tmp_path / "run", iterations=4, resume=True, **settings))
+    factor = 1 / (1 + 0.1 * 2)  # after 2 steps: warm-up done, decay applied
+    assert [group["lr"] for group in resumed.optimizer.param_groups] == pytest.approx(
+        [1e-4 * factor, 1e-5 * factor, 1e-4 * factor])
+    # every parameter in exactly one group, and each group holding its part's parameters
+    model = resumed.model
+    grouped = {id(p): group["name"] for group in resumed.optimizer.param_groups for p in group["params"]}
+    assert len(grouped) == len(model.trainable_parameters())
+    assert all(grouped[id(p)] == name.split(".")[0] for name, p in model.named_parameters()
+               if not name.startswith("encoder."))
+
+
+def test_a_checkpoint_with_one_optimiser_group_resumes_with_its_adam_moments(data_dir, tmp_path):
+    """Runs from before the per-part groups saved all of AdaConv's parameters in one group."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=2)).train()
+    state = torch.load(run / CHECKPOINT, weights_only=False)
+    groups = state["optimizer"]["param_groups"]
+    assert len(groups) == 3
+    merged = {**groups[0], "params": [i for group in groups for i in group["params"]]}
+    merged.pop("name")
+    state["optimizer"]["param_groups"] = [merged]
+    torch.save(state, run / CHECKPOINT)
+    resumed = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=3, resume=True))
+    assert len(resumed.optimizer.param_groups) == 3
+    for index, parameter in enumerate(resumed.model.trainable_parameters()):
+        saved = state["optimizer"]["state"][index]
+        assert torch.equal(resumed.optimizer.state[parameter]["exp_avg_sq"], saved["exp_avg_sq"])
+
+
+def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys):
+    """Ten sane steps, then a resume at a learning rate that blows the decoder up: the guard stops the run with
+    one line, before a diverged state overwrites the checkpoint (a diverged loss can stay finite)."""
+    from adaconv.cli import main
+
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=10)).train()
+    good = torch.load(run / CHECKPOINT, weights_only=False)
+    arguments = ["train", "--model", "adain", "--content", str(data_dir / "train" / "content"),
+                 "--style", str(data_dir / "train" / "style"), "--out", str(run), "--resume", "--iterations", "40",
+                 "--batch-size", "2", "--crop-size", "64", "--max-images", "24", "--checkpoint-every", "1",
+                 "--log-every", "1", "--sample-every", "0", "--lr", "0.05", "--warmup", "0"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert "training diverged at iteration" in error and "--resume it with a lower --lr" in error
+    assert len(error.splitlines()) == 1
+    after = torch.load(run / CHECKPOINT, weights_only=False)
+    rows = (run / "log.csv").read_text().splitlines()
+    stopped_at = int(rows[-1].split(",")[0])
+    # the weights saved after step N are judged by the loss of step N + 1: the checkpoint of the step before the
+    # exploding one made that loss, so the run goes back to the one before it, whose next loss was normal
+    assert after["iteration"] == stopped_at - 2 >= good["iteration"]
+    assert f"holds iteration {stopped_at - 2}," in error
+    assert float(rows[-1].split(",")[2]) > 20 * max(float(row.split(",")[2]) for row in rows[1:11])
+    assert float(rows[stopped_at - 1].split(",")[2]) < 20 * max(float(row.split(",")[2]) for row in rows[1:11])

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from .style_cache import StyleFeatureCache
 from .weights import int8_candidates, load_trainable_tensors, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.previous.pt"  # the one before: where a diverged run goes back to
 VAL_AVERAGE = "val_average.csv"
 STYLE_CACHE_DIR = "style_cache"  # AdaConv: the style features computed so far, one shard per checkpoint
 FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")  # where torch 2.13 has a fused Adam kernel
@@ -60,6 +62,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_decay: float = 5e-5
     warmup: int = 0                   # steps of linear learning-rate warm-up from iteration 0 (for warm starts)
+    style_encoder_lr_scale: float = 1.0  # AdaConv: the style encoder's learning rate is lr times this
     style_weight: float = 10.0
     device: str = "auto"
     threads: int | None = None
@@ -141,6 +144,45 @@ def learning_rate_factor(decay: float, warmup: int = 0):
     return lambda iteration: min(1.0, (iteration + 1) / warmup if warmup else 1.0) / (1.0 + decay * iteration)
 
 
+PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
+DIVERGENCE_FACTOR = 20.0  # a log window's mean loss this many times the recent median is a divergence
+DIVERGENCE_HISTORY = 10   # log windows the median is taken over
+
+
+def parameter_groups(model: StyleTransferModel, lr: float, style_encoder_lr_scale: float = 1.0) -> list[dict]:
+    """Adam's parameter groups: one per top-level part, in the order of ``model.trainable_parameters()``.
+
+    AdaConv's style encoder may learn more slowly than the rest: its 38 M-weight fully connected layer sums
+    8,192 inputs, and Adam moves every weight by about lr per step whatever its gradient's size, so steps that
+    agree in sign move the style descriptor W by up to ~lr · ‖input‖₁ each. In the first campaign run that
+    took W from 0.014 to 15 within ~100 steps at lr 1e-4 and the loss from ~20 to 1e16 (docs/training.md,
+    session 7). The groups are fixed per model (whatever the scales), so checkpoints keep one layout.
+    """
+    scales = {"style_encoder": style_encoder_lr_scale}
+    groups = []
+    for part in PARAMETER_GROUPS[model.kind]:
+        params = [p for name, p in model.named_parameters() if name.split(".")[0] == part]
+        groups.append({"params": params, "lr": lr * scales.get(part, 1.0), "name": part})
+    assert sum(len(g["params"]) for g in groups) == len(model.trainable_parameters()), "a part has no group"
+    return groups
+
+
+def regroup_optimizer_state(state: dict, groups: list[dict]) -> dict:
+    """An optimiser state saved with one group for all parameters (runs before session 7), split into
+    ``groups`` (same parameter order) so that such a run resumes with its Adam moments."""
+    if len(state["param_groups"]) == len(groups):
+        return state
+    saved = state["param_groups"]
+    if len(saved) != 1 or len(saved[0]["params"]) != sum(len(g["params"]) for g in groups):
+        raise AdaconvError("the checkpoint's optimiser state does not match this model's parameters")
+    indices, regrouped, start = saved[0]["params"], [], 0
+    for group in groups:
+        count = len(group["params"])
+        regrouped.append({**saved[0], "params": indices[start:start + count], "name": group["name"]})
+        start += count
+    return {"state": state["state"], "param_groups": regrouped}
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -168,17 +210,23 @@ class Trainer:
             raise AdaconvError(str(error)) from None
         self.model.to(self.device, memory_format=torch.channels_last)
         self.objective = TrainingObjective(self.model, config.style_weight)
-        params = self.model.trainable_parameters()
+        if config.style_encoder_lr_scale <= 0:
+            raise AdaconvError(f"--style-encoder-lr-scale {config.style_encoder_lr_scale}: must be positive")
+        groups = parameter_groups(self.model, config.lr, config.style_encoder_lr_scale)
+        self.group_scales = [group["lr"] / config.lr for group in groups]
         # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
         # AdaConv's 59 M parameters the default loop cost 0.32 s of a ~3 s one-thread step (docs/benchmarks.md)
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=self.fused_adam or None)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=self.fused_adam or None)
+        self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
         schedule = learning_rate_factor(config.lr_decay, config.warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         if not 0.0 <= config.ema_decay < 1.0:
             raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
         self.iteration = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
+        self.checkpoint_iteration: int | None = None  # the iteration checkpoint.pt holds
+        self.previous_checkpoint_iteration: int | None = None  # and checkpoint.previous.pt (this session's)
         self.provenance: dict = {"init": None}
         checkpoint = self.out / CHECKPOINT
         if config.resume and checkpoint.exists():
@@ -235,7 +283,7 @@ class Trainer:
         if state.get("model_kind") != self.model.kind:
             raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.model.kind}")
         load_trainable_tensors(self.model, state["model"], source=path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(regroup_optimizer_state(state["optimizer"], self.optimizer.param_groups))
         for group in self.optimizer.param_groups:  # a checkpoint saved by the unfused optimiser says fused=None
             group["fused"] = self.fused_adam or None
         self.scheduler.load_state_dict(state["scheduler"])
@@ -243,16 +291,19 @@ class Trainer:
         # The saved optimiser carries the old learning rate; --lr and --lr-decay of this invocation rule from here
         # (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
         factor = learning_rate_factor(self.config.lr_decay, self.config.warmup)(self.scheduler.last_epoch)
-        self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * factor
+        self.scheduler.base_lrs = [self.config.lr * scale for scale in self.group_scales]
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["initial_lr"], group["lr"] = base, base * factor
         self.elapsed_before = state.get("train_seconds", 0.0)
         self.provenance = state.get("provenance", self.provenance)
         self.provenance["phases"] = recorded_phases(state)
         self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
+        self.recent_losses = list(state.get("recent_losses", []))  # the divergence guard's memory
+        self.checkpoint_iteration = self.iteration
 
     def save_checkpoint(self, train_seconds: float) -> None:
-        if not self.is_main:
+        if not self.is_main:  # other ranks only track what the main one keeps (for the divergence message)
+            self.previous_checkpoint_iteration, self.checkpoint_iteration = self.checkpoint_iteration, self.iteration
             return
         state = {
             "model_kind": self.model.kind,
@@ -267,11 +318,20 @@ class Trainer:
             "world_size": self.world_size,
             "provenance": self.provenance,
             "encoder_normalization": self.model.encoder.normalisation_id,
+            "recent_losses": self.recent_losses,
         }
         if self.average is not None:
             state["average"] = {"decay": self.config.ema_decay, "updates": int(self.average.n_averaged),
                                 "weights": self.average.module.trainable_state_dict()}
-        write_atomically(self.out / CHECKPOINT, lambda handle: torch.save(state, handle))
+        current, previous = self.out / CHECKPOINT, self.out / PREVIOUS_CHECKPOINT
+        if current.exists():  # keep it as the previous one (a hard link: checkpoint.pt never goes missing)
+            link = previous.with_suffix(".tmp")
+            link.unlink(missing_ok=True)
+            os.link(current, link)
+            os.replace(link, previous)
+            self.previous_checkpoint_iteration = self.checkpoint_iteration
+        write_atomically(current, lambda handle: torch.save(state, handle))
+        self.checkpoint_iteration = self.iteration
 
     def _record_phase(self) -> None:
         """Crop size and batch may change on --resume (the campaign's 256² finishing phase): one entry each."""
@@ -408,6 +468,7 @@ class Trainer:
         config = self.config
         self.load_data()
         self._load_style_cache()
+        self.checked_iteration = self.iteration  # the state training starts from is taken as good
         started = time.monotonic()
         limit = config.time_limit * 60 if config.time_limit else math.inf
         prefetcher = BatchPrefetcher(self.make_batch, self.iteration)
@@ -472,6 +533,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", c=f"{loss_c.item():.3f}", s=f"{loss_s.item():.3f}")
                 if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
                     self._log(log_path, window, started)
+                    self._guard_divergence(window["loss"] / window["n"])
                     window = dict.fromkeys(window, 0.0)
                 if self.validation is not None and self.iteration % config.val_every == 0:
                     self._validate()
@@ -508,6 +570,44 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return summary
+
+    def _guard_divergence(self, window_loss: float) -> None:
+        """Stop, keeping the last checkpoint, when the loss explodes: a log window's mean more than
+        ``DIVERGENCE_FACTOR`` times the median of the previous ``DIVERGENCE_HISTORY`` windows.
+
+        A diverged AdaConv run stays finite (its loss went from ~20 to 1e16 and settled at ~1e11 in session 7),
+        so the non-finite check alone let it train garbage, and overwrite its last good checkpoint, for an hour.
+        Ranks decide on the mean of their windows, so all of them stop together.
+        """
+        if self.distributed:
+            total = torch.tensor([window_loss], dtype=torch.float64, device=self.device)
+            dist.all_reduce(total)
+            window_loss = total.item() / self.world_size
+        history = self.recent_losses
+        if len(history) >= DIVERGENCE_HISTORY // 2:
+            reference = statistics.median(history)
+            if window_loss > DIVERGENCE_FACTOR * reference:
+                kept = self._keep_checked_checkpoint()
+                raise AdaconvError(
+                    f"training diverged at iteration {self.iteration}: loss {window_loss:.4g} over the last "
+                    f"{self.config.log_every} steps, {window_loss / reference:.0f}x the recent {reference:.4g}; "
+                    f"{self.out / CHECKPOINT} holds iteration {kept}, the last state whose loss was normal: "
+                    "--resume it with a lower --lr (AdaConv: or a lower --style-encoder-lr-scale)")
+        history.append(window_loss)
+        del history[:-DIVERGENCE_HISTORY]
+        self.checked_iteration = self.iteration
+
+    def _keep_checked_checkpoint(self) -> int | None:
+        """The iteration the checkpoint holds once a divergence is found. Weights saved at iteration C are known
+        good only when the loss of step C + 1 (computed with them) passed the guard; a newer checkpoint goes
+        back to the previous one, which has."""
+        saved = self.checkpoint_iteration
+        previous = self.out / PREVIOUS_CHECKPOINT
+        if saved is not None and saved >= self.checked_iteration and self.previous_checkpoint_iteration is not None:
+            if self.is_main:
+                os.replace(previous, self.out / CHECKPOINT)
+            saved = self.checkpoint_iteration = self.previous_checkpoint_iteration
+        return saved
 
     STOP_REASONS = (None, "time limit", "SIGINT", "SIGTERM")
 
@@ -557,8 +657,9 @@ class Trainer:
         self.style_cache.save_new(shard, self._style_names(), self._style_cache_identity())
 
     def _load_style_cache(self) -> None:
-        """A resumed run starts with the style features its earlier sessions computed."""
-        if self.style_cache is None or not self.config.resume:
+        """A resumed run starts with the style features its earlier sessions computed (as does a new run in a
+        folder given another run's ``style_cache/``: entries are checked against this run's paintings)."""
+        if self.style_cache is None or not (self.out / STYLE_CACHE_DIR).is_dir():
             return
         keys = {name: key for key, name in self._style_names().items()}
         read = self.style_cache.load(self.out / STYLE_CACHE_DIR, keys, self._style_cache_identity())
@@ -725,6 +826,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "lr": config["lr"],
         "lr_decay": config["lr_decay"],
         "warmup": config.get("warmup", 0),
+        "style_encoder_lr_scale": config.get("style_encoder_lr_scale", 1.0),
         "content_data": config["content"],
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
