@@ -14,6 +14,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -327,7 +328,10 @@ class Trainer:
         if current.exists():  # keep it as the previous one (a hard link: checkpoint.pt never goes missing)
             link = previous.with_suffix(".tmp")
             link.unlink(missing_ok=True)
-            os.link(current, link)
+            try:
+                os.link(current, link)
+            except OSError:  # a file system without hard links: a copy
+                shutil.copyfile(current, link)
             os.replace(link, previous)
             self.previous_checkpoint_iteration = self.checkpoint_iteration
         write_atomically(current, lambda handle: torch.save(state, handle))
@@ -576,7 +580,7 @@ class Trainer:
         ``DIVERGENCE_FACTOR`` times the median of the previous ``DIVERGENCE_HISTORY`` windows.
 
         A diverged AdaConv run stays finite (its loss went from ~20 to 1e16 and settled at ~1e11 in session 7),
-        so the non-finite check alone let it train garbage, and overwrite its last good checkpoint, for an hour.
+        so the non-finite check alone let it train garbage, overwriting its last good checkpoint, for 40 minutes.
         Ranks decide on the mean of their windows, so all of them stop together.
         """
         if self.distributed:
