@@ -182,8 +182,10 @@ def test_browser_upload_stylise_download(adain_server, images, browser, tmp_path
 def test_browser_gallery_pick_and_oversize_error(adain_server, images, browser, tmp_path):
     open_page(browser, adain_server)
     assert not browser.find_elements(By.CSS_SELECTOR, "#style img")
-    thumbnails = browser.find_elements(By.CSS_SELECTOR, "#style-gallery button img, #style-gallery img")
-    assert len(thumbnails) >= 4
+    # The gallery renders after the upload boxes (CI once looked too early and found none): wait for it.
+    gallery = "#style-gallery button img, #style-gallery img"
+    thumbnails = WebDriverWait(browser, 60).until(
+        lambda d: (found := d.find_elements(By.CSS_SELECTOR, gallery)) and len(found) >= 4 and found)
     thumbnails[0].click()
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#style img"))
 
