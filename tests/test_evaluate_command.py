@@ -4,11 +4,14 @@ import json
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
 from adaconv.cli import main
 from adaconv.evaluate_command import SCHEMA, evenly_spaced, select_pairs
 from adaconv.evaluation import MEASURE_SIZE, METRICS
+from adaconv.models import build_model
+from adaconv.weights import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +27,9 @@ def evaluated(tmp_path_factory, bench, adain_weights):
     return out
 
 
-def run_arguments(weights, bench, out, size="64"):
+def run_arguments(weights, bench, out, size="64", grid="2x2"):
     return ["evaluate", "--weights", str(weights), "--content", str(bench / "content"), "--style", str(bench / "style"),
-            "--grid", "2x2", "--size", size, "--out", str(out), "--quiet"]
+            "--grid", grid, "--size", size, "--out", str(out), "--quiet"]
 
 
 def test_run_folder_holds_outputs_report_and_sheet(evaluated):
@@ -58,6 +61,23 @@ def test_report_schema(evaluated):
     assert probe["probe"]["sharp_edge_density"] > 2 * probe["contents"]["sharp_edge_density"]
     assert set(probe["outputs"]) == {"sharp_edge_density", "orientation_match"}
     assert (evaluated / "probe" / "00__structure_probe.png").exists()
+
+
+def test_residual_adaconv_report_says_how_much_its_kernels_are_used(tmp_path, evaluated, bench):
+    torch.manual_seed(0)
+    model = build_model("adaconv")
+    with torch.no_grad():
+        model.kernel_predictors[0].spatial.weight.normal_(0, 0.02)  # kernels at the first layer only
+    weights = tmp_path / "residual.safetensors"
+    save_weights(model, weights)
+    out = tmp_path / "run"
+    assert main(run_arguments(weights, bench, out, grid="1x2")) == 0
+    usage = json.loads((out / "evaluation.json").read_text())["kernel_usage"]
+    assert usage["pairs"] == 2 and usage["size"] == 256
+    assert usage["departure"][0] > 0.01 and usage["style_dependence"][0] > 0
+    assert max(usage["departure"][1:]) < 1e-4  # the later layers are still the identity
+    assert "| kernels: departure from AdaIN (layers 1–4) |" in (out / "evaluation.md").read_text()
+    assert json.loads((evaluated / "evaluation.json").read_text())["kernel_usage"] is None  # AdaIN has none
 
 
 def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):

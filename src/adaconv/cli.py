@@ -115,7 +115,8 @@ def add_train(commands) -> None:
                         help="stop cleanly with a checkpoint before this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--init", metavar="WEIGHTS", help="warm start from a weights file (fresh optimiser)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int,
+                        help="the batches' order (default: 0 for a new run, the run's own on --resume)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=100)
     parser.add_argument("--sample-every", type=int, default=500, help="contact sheet every N steps (0: never)")
     parser.add_argument("--log-every", type=positive_int, default=10)

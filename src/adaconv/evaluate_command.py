@@ -22,7 +22,8 @@ from .contact_sheet import contact_sheet
 from .errors import AdaconvError, ImageError
 from .evaluation import METRICS, describe, measuring_setup, score, summarize
 from .imageio import list_images, save_image, to_tensor, write_atomically
-from .preprocessing import resize_short_side
+from .kernel_usage import kernel_usage
+from .preprocessing import center_crop, prepare_style, resize_short_side
 from .progress import progress_bar
 from .structure_probe import EDGE_THRESHOLD, probe_image, probe_statistics, probe_tensor
 
@@ -31,6 +32,7 @@ SCHEMA_VERSION = 1
 DEFAULT_BENCH = Path("../shared/data/bench")
 SHEET_CONTENTS, SHEET_STYLES = 4, 6
 PROBE_NAME = "structure_probe"
+KERNEL_USAGE_SIZE = 256  # contents' side for the kernel-usage diagnostic (a ratio: little depends on the size)
 LABELS = {"content_error": "content error ↓", "style_distance": "style distance ↓", "gram_distance": "Gram distance ↓",
           "ssim": "luminance SSIM ↑", "color_distance": "colour-histogram distance ↓"}
 
@@ -137,6 +139,7 @@ def evaluate_command(args) -> int:
 
     records = _score_pairs(pairs, images, show)
     probe = _structure_probe(stylizer, contents, out, args.size, show) if stylizer is not None else None
+    kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)])
     report = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
         "source": source, "size": None if args.outputs else args.size,
@@ -144,6 +147,7 @@ def evaluate_command(args) -> int:
         "measure": measuring_setup(),
         "pairs": records, "count": len(records), "summary": summarize(records),
         "structure_probe": probe,
+        "kernel_usage": kernels,
         "seconds": {"stylize": round(stylize_seconds, 1), "total": round(time.perf_counter() - started, 1)},
     }
     label = args.label or source.get("weights_name") or source.get("outputs", "run")
@@ -230,6 +234,20 @@ def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show:
             "count": len(outputs)}
 
 
+def _kernel_usage(stylizer, contents: list[Path], styles: list[Path]) -> dict | None:
+    """Residual AdaConv only: how far its predicted kernels move each adaptive layer from AdaIN / the identity,
+    and how much of that depends on the style (kernel_usage.py), on the contents' centre 256x256."""
+    model = getattr(stylizer, "model", None)
+    if getattr(model, "parametrization", None) != "residual":
+        return None
+    side = KERNEL_USAGE_SIZE
+    images = [center_crop(resize_short_side(to_tensor(c), side), side, side) for c in contents]
+    usage = kernel_usage(model, images, [prepare_style(to_tensor(s), "adaconv") for s in styles])
+    return {"departure": [round(v, 6) for v in usage["departure"]],
+            "style_dependence": [round(v, 6) for v in usage["style_dependence"]],
+            "pairs": usage["pairs"], "size": side}
+
+
 def _sheet(pairs, images: Path, contents: list[Path], styles: list[Path]):
     """A fixed subset: the first contents (rows) × evenly spaced styles (columns) among the scored pairs."""
     scored = {(c, s) for c, s in pairs}
@@ -255,6 +273,12 @@ def summary_markdown(reports: list[dict]) -> str:
     for key in ("sharp_edge_density", "orientation_match"):
         cells = [f"{r['structure_probe']['outputs'][key]:.4f}" if r.get("structure_probe") else "–" for r in reports]
         lines.append(f"| probe: {key.replace('_', ' ')} ↑ | " + " | ".join(cells) + " |")
+    if any(r.get("kernel_usage") for r in reports):
+        for key, label in (("departure", "kernels: departure from AdaIN"),
+                           ("style_dependence", "kernels: style-dependent part")):
+            cells = [" / ".join(f"{v:.3f}" for v in r["kernel_usage"][key]) if r.get("kernel_usage") else "–"
+                     for r in reports]
+            lines.append(f"| {label} (layers 1–4) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -70,7 +70,7 @@ class TrainConfig:
     time_limit: float | None = None   # minutes
     resume: bool = False
     init: str | None = None
-    seed: int = 0
+    seed: int | None = None           # batch order; None: 0 for a new run, the run's own on --resume
     parametrization: str = "residual"
     precision: str = "auto"           # auto: bf16 autocast where it is fast (bf16_is_fast); or "fp32" / "bf16"
     checkpoint_every: int = 100
@@ -238,6 +238,8 @@ class Trainer:
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         elif config.init:
             self._warm_start(config.init)
+        if self.config.seed is None:
+            self.config = config = dataclasses.replace(config, seed=0)
         self._record_phase()
         self.average = None
         if config.ema_decay > 0:
@@ -284,6 +286,12 @@ class Trainer:
         if state.get("model_kind") != self.model.kind:
             raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.model.kind}")
         load_trainable_tensors(self.model, state["model"], source=path)
+        run_seed = state.get("config", {}).get("seed") or 0
+        if self.config.seed is None:  # a resumed run keeps its batch order unless told otherwise
+            self.config = dataclasses.replace(self.config, seed=run_seed)
+        elif self.config.seed != run_seed and self.is_main:
+            print(f"adaconv train: --seed {self.config.seed} differs from this run's seed {run_seed}: "
+                  f"its batches follow seed {self.config.seed} from here on", file=sys.stderr)
         self.optimizer.load_state_dict(regroup_optimizer_state(state["optimizer"], self.optimizer.param_groups))
         for group in self.optimizer.param_groups:  # a checkpoint saved by the unfused optimiser says fused=None
             group["fused"] = self.fused_adam or None
