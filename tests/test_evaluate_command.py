@@ -119,6 +119,23 @@ def test_interrupted_run_resumes_and_other_settings_are_refused(tmp_path, evalua
     assert "other settings" in capsys.readouterr().err
 
 
+def test_style_size_changes_the_strokes_and_is_part_of_the_run(tmp_path, evaluated, bench, adain_weights, capsys):
+    """--style-size reads the style at another scale (other images, other numbers) and is recorded in run.json,
+    so a folder made at the default scale is not resumed at another."""
+    run = tmp_path / "run"
+    assert main(run_arguments(adain_weights, bench, run) + ["--style-size", "128"]) == 0
+    assert json.loads((run / "run.json").read_text())["style_size"] == 128
+    report = json.loads((run / "evaluation.json").read_text())
+    default = json.loads((evaluated / "evaluation.json").read_text())
+    assert report["source"]["style_size"] == 128 and "style_size" not in default["source"]
+    assert report["summary"]["style_distance"] != default["summary"]["style_distance"]
+    copy = tmp_path / "copy"
+    shutil.copytree(evaluated, copy)
+    capsys.readouterr()
+    assert main(run_arguments(adain_weights, bench, copy) + ["--style-size", "128"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
     code = main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(evaluated / "evaluation.json"),
                  "--out", str(tmp_path)])

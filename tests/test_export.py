@@ -11,11 +11,12 @@ from PIL import Image
 
 from adaconv import Stylizer
 from adaconv.cli import main
-from adaconv.export import export_onnx
+from adaconv.export import export_onnx, style_feed
 from adaconv.imageio import to_tensor
+from adaconv.models import build_model
 from adaconv.onnx_runner import OnnxStylizer
 from adaconv.preprocessing import center_crop, prepare_style, resize, resize_short_side
-from adaconv.weights import model_from_weights
+from adaconv.weights import load_trainable_tensors, model_from_weights, read_weights, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +30,32 @@ def adain_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def adaconv_export(tmp_path_factory, adaconv_weights):
+def residual_adaconv_weights(tmp_path_factory):
+    """A residual AdaConv whose outputs depend on everything in the style code: the shipped AdaIN's decoder and
+    kernel predictors drawn at random (std 0.02), so a wrong statistic, descriptor or α shows in the pixels."""
+    torch.manual_seed(0)
+    model = build_model("adaconv")
+    tensors, _ = read_weights(Stylizer.from_pretrained("adain", device="cpu").info["path"])
+    load_trainable_tensors(model, tensors, source="adain", prefixes=("decoder.",))
+    with torch.no_grad():
+        for parameter in model.kernel_predictors.parameters():
+            parameter.normal_(0, 0.02)
+    path = tmp_path_factory.mktemp("weights") / "residual_adaconv.safetensors"
+    save_weights(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adaconv_export(tmp_path_factory, residual_adaconv_weights):
     folder = tmp_path_factory.mktemp("onnx") / "adaconv"
-    model, _ = model_from_weights(adaconv_weights)
+    model, _ = model_from_weights(residual_adaconv_weights)
     export_onnx(model, folder, variants=("fp32", "fp16"), progress=lambda text: None)
     return folder, model
 
 
 def bench_pair(data_dir, height, width, kind):
     content = resize(to_tensor(data_dir / "bench" / "content" / "03.png"), height, width)[None]
-    style = prepare_style(to_tensor(data_dir / "bench" / "style" / "07.png"), kind)
-    if kind == "adain":
-        style = resize_short_side(style, 128)
+    style = prepare_style(to_tensor(data_dir / "bench" / "style" / "07.png"), kind, 128)
     return content, style[None]
 
 
@@ -69,7 +84,7 @@ def test_adaconv_graphs_match_pytorch(adaconv_export, data_dir):
         with torch.inference_mode():
             code = model.encode_style(style)
             expected = model.decode(model.encoder.encode(content), code).clamp(0, 1).numpy()
-        onnx_code = dict(zip(runner.code_names, runner.style_session.run(None, {"style": style.numpy()})))
+        onnx_code = dict(zip(runner.code_names, runner.style_session.run(None, style_feed(style[0], "adaconv"))))
         result = runner.content_session.run(None, {"content": content.numpy(), **onnx_code})[0]
         assert np.abs(result - expected).max() < 1e-3
 
@@ -84,7 +99,7 @@ def test_adaconv_fp16_graphs_run_and_stay_close(adaconv_export, data_dir):
     content, style = bench_pair(data_dir, 96, 128, "adaconv")
     with torch.inference_mode():
         expected = model.decode(model.encoder.encode(content), model.encode_style(style)).clamp(0, 1).numpy()
-    code = dict(zip(runner.code_names, runner.style_session.run(None, {"style": style.numpy()})))
+    code = dict(zip(runner.code_names, runner.style_session.run(None, style_feed(style[0], "adaconv"))))
     result = runner.content_session.run(None, {"content": content.numpy(), **code})[0]
     assert result.shape == expected.shape and np.abs(result - expected).mean() < 1 / 255
 
@@ -115,6 +130,18 @@ def test_runner_matches_the_pytorch_stylizer_on_a_real_photo(adain_export, conte
     result = np.asarray(OnnxStylizer(adain_export).stylize(content_path, style_path, content_size=160), dtype=float)
     assert result.shape == expected.shape
     assert np.abs(result - expected).mean() < 1.0  # 8-bit levels; style resizing is Pillow's here, torch's there
+
+
+def test_adaconv_runner_matches_the_pytorch_stylizer_with_alpha(adaconv_export, residual_adaconv_weights,
+                                                                  content_path, style_path):
+    """The whole path: the style read at short side 512 plus its 256x256 square, α against the content's code."""
+    folder, _ = adaconv_export
+    options = dict(content_size=128, style_size=192, alpha=0.6)
+    stylizer = Stylizer.from_weights(residual_adaconv_weights, device="cpu")
+    expected = np.asarray(stylizer.stylize(content_path, style_path, **options), dtype=float)
+    result = np.asarray(OnnxStylizer(folder).stylize(content_path, style_path, **options), dtype=float)
+    assert result.shape == expected.shape
+    assert np.abs(result - expected).mean() < 0.1  # 8-bit levels: both resize in float with the same filter
 
 
 def test_cli_backend_and_standalone_runner_without_torch(tmp_path, adain_export, content_path, style_path):

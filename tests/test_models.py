@@ -5,6 +5,7 @@ from adaconv.decoder import SCALE_CHANNELS
 from adaconv.kernel_prediction import GROUPS
 from adaconv.models import AdaConvModel, blend_style_codes, build_model
 from adaconv.modulation import adain, mean_std
+from adaconv.preprocessing import resize
 
 
 def conv_params(cin, cout, k):
@@ -68,6 +69,26 @@ def test_residual_adaconv_starts_as_the_adain_model():
         expected = adain_model.decoder(adain(content_features, *mean_std(style_features)))
         actual = adaconv_model.decode(content_features, adaconv_model.style_code_from_features(style_features))
     assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_adaconv_reads_a_style_as_adain_does():
+    """Any style size: the statistics come from the image as given (so an untrained residual AdaConv stylises
+    exactly as its AdaIN, strokes included), the descriptor from the whole image resized to 256x256."""
+    torch.manual_seed(4)
+    adain_model = build_model("adain")
+    adaconv_model = build_model("adaconv", parametrization="residual")
+    adaconv_model.decoder.load_state_dict(adain_model.decoder.state_dict())
+    content, style = torch.rand(1, 3, 64, 80), torch.rand(1, 3, 96, 144)
+    with torch.no_grad():
+        code = adaconv_model.encode_style(style)
+        square = adaconv_model.encode_style(resize(style, 256, 256))
+        assert torch.equal(code.descriptor, square.descriptor)
+        assert not torch.allclose(code.std, square.std)  # the statistics are those of the 96x144 image
+        expected = adain_model(content, style)
+        assert torch.allclose(adaconv_model(content, style), expected, atol=1e-4)
+        # α = 0 is the content's own statistics for both models
+        assert torch.allclose(adaconv_model(content, style, alpha=0.0), adain_model(content, style, alpha=0.0),
+                              atol=1e-4)
 
 
 def test_blending_one_style_with_weight_one_gives_that_style():

@@ -410,3 +410,41 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data
     assert f"holds iteration {stopped_at - 2}," in error
     assert float(rows[-1].split(",")[2]) > 20 * max(float(row.split(",")[2]) for row in rows[1:11])
     assert float(rows[stopped_at - 1].split(",")[2]) < 20 * max(float(row.split(",")[2]) for row in rows[1:11])
+
+
+def test_adaconv_reads_training_styles_statistics_at_the_crop_scale(data_dir, tmp_path):
+    """A new AdaConv run takes the style loss's target and the AdaIN base from the style resized to the crop
+    size (the descriptor still from the 256x256 image); a run from before the choice resumes as it was, and
+    switching on --resume starts a phase that the exported weights record."""
+    from adaconv.losses import feature_statistics
+    from adaconv.preprocessing import resize
+    from adaconv.training import TrainingObjective
+
+    run = tmp_path / "run"
+    trainer = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=2, style_cache_gb=0))
+    assert trainer.config.style_statistics == "crop" and trainer.objective.statistics_size == 64
+    trainer.load_data()
+    content, style, _ = trainer.make_batch(0)
+    encoder = trainer.model.encoder
+    with torch.no_grad():
+        crop = trainer.objective(content, style)
+        given = TrainingObjective(trainer.model, 10.0)(content, style_features=(
+            encoder(style)[-1], feature_statistics(encoder(resize(style, 64, 64)))))
+        square = TrainingObjective(trainer.model, 10.0)(content, style)
+    assert torch.allclose(crop[0], given[0], rtol=1e-5) and not torch.allclose(crop[2], square[2], rtol=1e-2)
+    trainer.train()
+
+    state = torch.load(run / CHECKPOINT, weights_only=False)  # as saved before the option existed
+    del state["config"]["style_statistics"]
+    for phase in state["provenance"]["phases"]:
+        phase.pop("style_statistics")
+    torch.save(state, run / CHECKPOINT)
+    resumed = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=3, resume=True))
+    assert resumed.config.style_statistics == "square" and resumed.objective.statistics_size is None
+    switched = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=3, resume=True,
+                              style_statistics="crop"))
+    switched.train()
+    phases = switched.provenance["phases"]
+    assert [(p["from_iteration"], p.get("style_statistics")) for p in phases] == [(0, None), (2, "crop")]
+    provenance = export_weights(run, tmp_path / "w.safetensors", weights="last")
+    assert provenance["style_statistics"] == "crop"

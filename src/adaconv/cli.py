@@ -105,6 +105,12 @@ def add_train(commands) -> None:
     parser.add_argument("--style-encoder-lr-scale", type=positive_float, default=1.0, metavar="X",
                         help="AdaConv: the style encoder learns at lr times X (its wide layers can blow the style "
                              "descriptor up at the full rate; see docs/training.md)")
+    parser.add_argument("--style-statistics", choices=("crop", "square"),
+                        help="AdaConv: the scale at which the style's channel statistics (the style loss's target "
+                             "and the AdaIN base) are read: crop: the style resized to the crop size, the "
+                             "content's scale, as stylize reads a style (default for a new run); square: the "
+                             "256x256 image the style encoder reads (runs before session 9). Default on "
+                             "--resume: the run's own")
     parser.add_argument("--parametrization", choices=("residual", "paper"), default="residual",
                         help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -179,6 +185,8 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--out", metavar="DIR", help="run folder: images, evaluation.json/.md, contact_sheet.png")
     parser.add_argument("--size", type=positive_int, default=512,
                         help="short side at which each content is stylised (scoring is at a fixed size)")
+    parser.add_argument("--style-size", type=positive_int,
+                        help="short side at which the style is read (default: the model's own, as in stylize)")
     parser.add_argument("--grid", metavar="CxS", help="use C contents x S styles spread over the folders (e.g. 5x8)")
     parser.add_argument("--limit", type=positive_int, help="score N pairs spread over the grid instead of all")
     parser.add_argument("--label", help="name of this run in tables and plots (default: the weights file name)")
@@ -331,7 +339,7 @@ def run_train(args) -> int:
         warmup=args.warmup, style_encoder_lr_scale=args.style_encoder_lr_scale,
         style_weight=args.style_weight, device=args.device, threads=args.threads,
         time_limit=args.time_limit, resume=args.resume, init=args.init, seed=args.seed,
-        parametrization=args.parametrization,
+        parametrization=args.parametrization, style_statistics=args.style_statistics,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,
         max_images=args.max_images, precision=args.precision, val_content=args.val_content,
         val_style=args.val_style, val_every=args.val_every, style_cache_gb=args.style_cache_gb,

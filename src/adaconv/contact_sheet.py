@@ -74,7 +74,7 @@ def examples_sheet(model, *, size: int = 192, title: str | None = None) -> Image
     features = model.encoder.encode(torch.stack(contents).to(device, memory_format=torch.channels_last))
     columns = []
     for style in styles:
-        prepared = prepare_style(style, model.kind, None if model.kind == "adaconv" else size)
+        prepared = prepare_style(style, model.kind, size)
         code = model.encode_style(prepared[None].to(device))
         code.mean, code.std = (t.expand(len(contents), -1, -1, -1) for t in (code.mean, code.std))
         if code.descriptor is not None:

@@ -128,13 +128,16 @@ def evaluate_command(args) -> int:
         images = out / "images"
         images.mkdir(exist_ok=True)
         source = _model_description(stylizer, args)
+        if args.style_size is not None:
+            source["style_size"] = args.style_size
         _claim_run_folder(out, source, args.size)
         todo = [(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
         resized: dict[Path, torch.Tensor] = {}  # styles are the outer loop: read each content once, not per style
         for content, style in progress_bar(todo, desc="stylize", unit="pair", enabled=show):
             if content not in resized:
                 resized[content] = resize_short_side(to_tensor(content), args.size)
-            save_image(stylizer.stylize(resized[content], style), images / pair_name(content, style))
+            save_image(stylizer.stylize(resized[content], style, style_size=args.style_size),
+                       images / pair_name(content, style))
     stylize_seconds = time.perf_counter() - started
 
     records = _score_pairs(pairs, images, show)
@@ -177,6 +180,8 @@ def _model_description(stylizer, args) -> dict:
 def _claim_run_folder(out: Path, source: dict, size: int) -> None:
     """Record what makes the images; refuse to resume a folder whose images another model or size made."""
     identity = {"model": source["model"], "weights_sha256": source.get("weights_sha256"), "size": size}
+    if source.get("style_size") is not None:  # only when given, so folders made before the option still resume
+        identity["style_size"] = source["style_size"]
     path = out / "run.json"
     if path.exists():
         try:

@@ -1,14 +1,14 @@
 """ONNX export: a model as two graphs, so a style is encoded once and a video or an app reuses it.
 
-- ``style.onnx``: style image [1, 3, H, W] in [0, 1] -> the style code: ``mean``, ``std`` ([1, 512, 1, 1], the
-  relu4_1 statistics) and, for AdaConv, ``descriptor`` ([1, 512, 3, 3], from which the content graph predicts
-  the per-scale kernels). AdaIN takes any style size (512 on the short side is the default reading); AdaConv
-  exactly 256 × 256.
+- ``style.onnx``: style image [1, 3, H, W] in [0, 1], any size (512 on the short side is the default reading)
+  -> the style code: ``mean``, ``std`` ([1, 512, 1, 1], the relu4_1 statistics) and, for AdaConv,
+  ``descriptor`` ([1, 512, 3, 3], from which the content graph predicts the per-scale kernels). AdaConv's graph
+  takes a second input, ``style_square``: the same image resized whole to 256 × 256 for its style encoder.
 - ``content.onnx``: content [1, 3, H, W] in [0, 1] (H and W dynamic, multiples of 8: pad by reflection and crop
   after) and the style code -> the stylised image in [0, 1].
 
 The code is what the Python API blends: α is a blend with the content's own code (the style graph run on the
-content — for AdaConv on the content resized to 256 × 256), style interpolation a blend of several codes.
+content), style interpolation a blend of several codes.
 Variants: ``fp16`` (weights and arithmetic in half precision, fp32 inputs/outputs) and ``int8`` (onnxruntime's
 static QDQ quantisation of the content graph, calibrated on the shipped example images). Their error against the
 fp32 graphs on the example images is measured at export and recorded in ``adaconv-onnx.json``.
@@ -31,7 +31,7 @@ from .errors import AdaconvError
 from .imageio import write_atomically
 from .kernel_prediction import STYLE_IMAGE_SIZE
 from .models import StyleCode, StyleTransferModel
-from .preprocessing import DEFAULT_ADAIN_STYLE_SIZE, MULTIPLE
+from .preprocessing import DEFAULT_STYLE_SIZE, MULTIPLE
 
 OPSET = 18
 MANIFEST = "adaconv-onnx.json"
@@ -48,8 +48,12 @@ class StyleGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, style: torch.Tensor):
-        code = self.model.encode_style(style)
+    def forward(self, style: torch.Tensor, style_square: torch.Tensor | None = None):
+        if style_square is None:
+            code = self.model.encode_style(style)
+        else:  # AdaConv: what encode_style does, with the 256x256 resize left to the caller (PIL's, not ONNX's)
+            code = self.model.style_code_from_features(self.model.encoder.encode(style_square),
+                                                       statistics_features=self.model.encoder.encode(style))
         if code.descriptor is None:
             return code.mean, code.std
         return code.mean, code.std, code.descriptor
@@ -69,6 +73,20 @@ def code_names(kind: str) -> list[str]:
     return ["mean", "std", "descriptor"] if kind == "adaconv" else ["mean", "std"]
 
 
+def style_inputs(kind: str) -> list[str]:
+    return ["style", "style_square"] if kind == "adaconv" else ["style"]
+
+
+def style_feed(style: torch.Tensor, kind: str) -> dict[str, np.ndarray]:
+    """A style image [3, H, W] as read (short side 512 by default) -> the style graph's inputs."""
+    from .preprocessing import resize
+
+    feed = {"style": style[None].numpy()}
+    if kind == "adaconv":
+        feed["style_square"] = resize(style, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)[None].numpy()
+    return feed
+
+
 def graph_file(name: str, variant: str) -> str:
     return f"{name}.onnx" if variant == "fp32" else f"{name}.{variant}.onnx"
 
@@ -86,13 +104,13 @@ def _export(module: nn.Module, inputs: tuple, path: Path, input_names: list[str]
 
 
 def example_batch(kind: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The shipped example photos (short side 256, multiple of 8) and paintings, as the graphs take them."""
+    """The shipped example photos (short side 256, multiple of 8) and paintings (the style graph's feeds)."""
     from .contact_sheet import example_images
     from .preprocessing import center_crop, prepare_style, resize_short_side
 
     contents, styles = example_images()
     contents = [center_crop(resize_short_side(c, 256), 256, 256)[None].numpy() for c in contents]
-    styles = [prepare_style(s, kind)[None].numpy() for s in styles]
+    styles = [style_feed(prepare_style(s, kind, 256), kind) for s in styles]
     return contents, styles
 
 
@@ -106,16 +124,17 @@ def export_onnx(model: StyleTransferModel, out_dir: str | Path, *, variants=("fp
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
     kind = model.kind
-    style_side = STYLE_IMAGE_SIZE if kind == "adaconv" else 64
-    style = torch.rand(1, 3, style_side, style_side)
+    style = (torch.rand(1, 3, 64, 80),)
+    if kind == "adaconv":
+        style += (torch.rand(1, 3, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE),)
     content = torch.rand(1, 3, 64, 96)
     names = code_names(kind)
     with torch.no_grad():
-        code = StyleGraph(model)(style)
+        code = StyleGraph(model)(*style)
     height, width = torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
-    style_dynamic = None if kind == "adaconv" else {"style": {2: height, 3: width}}
+    style_dynamic = {"style": {2: height, 3: width}, **({"style_square": None} if kind == "adaconv" else {})}
     progress(f"exporting {kind} style graph")
-    _export(StyleGraph(model), (style,), out / "style.onnx", ["style"], names, style_dynamic, opset)
+    _export(StyleGraph(model), style, out / "style.onnx", style_inputs(kind), names, style_dynamic, opset)
     progress(f"exporting {kind} content graph")
     content_dynamic = {"content": {2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)},
                        **{n: None for n in names}}
@@ -124,10 +143,13 @@ def export_onnx(model: StyleTransferModel, out_dir: str | Path, *, variants=("fp
     manifest = {
         "format": "adaconv-onnx", "version": 1, "model": kind, "opset": opset, "exported": date.today().isoformat(),
         "source": source or {}, "multiple_of": MULTIPLE,
-        "style_input": ({"size": [STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE], "how": "whole image resized"}
-                        if kind == "adaconv" else
-                        {"short_side": DEFAULT_ADAIN_STYLE_SIZE, "how": "short side resized, any size accepted"}),
-        "inputs": {"style": "float32 [1,3,H,W] RGB in [0,1]", "content": "float32 [1,3,H,W] RGB in [0,1], H and W "
+        "style_input": {"short_side": DEFAULT_STYLE_SIZE, "how": "short side resized, any size accepted"},
+        **({"style_square_input": {"size": [STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE], "how": "whole image resized"}}
+           if kind == "adaconv" else {}),
+        "inputs": {"style": "float32 [1,3,H,W] RGB in [0,1]",
+                   **({"style_square": "float32 [1,3,256,256] RGB in [0,1]: the style resized whole"}
+                      if kind == "adaconv" else {}),
+                   "content": "float32 [1,3,H,W] RGB in [0,1], H and W "
                    f"multiples of {MULTIPLE}", **{n: "float32 style code from style.onnx" for n in names}},
         "outputs": {"image": "float32 [1,3,H,W] RGB in [0,1]"},
         "variants": {"fp32": {"style": "style.onnx", "content": "content.onnx"}},
@@ -179,7 +201,7 @@ def _int8_variant(out: Path, kind: str) -> dict:
     feeds = []
     for content in contents:
         for style in styles[:2]:
-            code = style_session.run(None, {"style": style})
+            code = style_session.run(None, style)
             feeds.append({"content": content, **dict(zip(names, code))})
 
     class Reader(CalibrationDataReader):
@@ -230,9 +252,9 @@ def measure_variant_error(out: Path, kind: str, entry: dict) -> dict:
     for content in contents[:2]:
         for style in styles[:2]:
             reference = reference_content.run(None, {"content": content, **dict(
-                zip(names, reference_style.run(None, {"style": style})))})[0]
+                zip(names, reference_style.run(None, style)))})[0]
             result = variant_content.run(None, {"content": content, **dict(
-                zip(names, variant_style.run(None, {"style": style})))})[0]
+                zip(names, variant_style.run(None, style)))})[0]
             difference = np.abs(result.astype(np.float64) - reference)
             means.append(float(difference.mean()))
             maxima.append(float(difference.max()))

@@ -31,8 +31,9 @@ from .color_control import keep_content_chroma, match_color_statistics
 from .devices import pick_device
 from .errors import AdaconvError, WeightsError
 from .imageio import tensor_to_pil, to_tensor
+from .kernel_prediction import STYLE_IMAGE_SIZE
 from .models import MODEL_KINDS, StyleCode, StyleTransferModel, blend_style_codes
-from .preprocessing import pad_to_multiple, prepare_style, resize_long_side
+from .preprocessing import pad_to_multiple, prepare_style, resize, resize_long_side
 from .spatial_control import load_masks
 from .tiling import TILE_SIZE, check_tile_size, decode_tiled, encode_tiled, passes, tile_grid
 from .weights import model_from_weights, shipped_weights_path
@@ -114,8 +115,13 @@ class Stylizer:
                 if code is not None:
                     self._style_cache.move_to_end(key)
                     return code
-        image = prepare_style(to_tensor(style), self.kind, style_size)
-        code = self.model.encode_style(image[None].to(self.device, memory_format=torch.channels_last))
+        original = to_tensor(style)
+        batch = prepare_style(original, self.kind, style_size)[None].to(self.device, memory_format=torch.channels_last)
+        if self.kind == "adaconv":
+            square = resize(original, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)[None].to(self.device)
+            code = self.model.encode_style(batch, square.contiguous(memory_format=torch.channels_last))
+        else:
+            code = self.model.encode_style(batch)
         if key is not None:
             with self._style_cache_lock:
                 self._style_cache[key] = code

@@ -171,17 +171,33 @@ class AdaConvModel(StyleTransferModel):
     def hyperparameters(self) -> dict:
         return {"parametrization": self.parametrization}
 
-    def encode_style(self, style: torch.Tensor) -> StyleCode:
-        """``style``: [B, 3, 256, 256]."""
-        return self.style_code_from_features(self.encoder.encode(style))
+    def encode_style(self, style: torch.Tensor, square: torch.Tensor | None = None) -> StyleCode:
+        """``style``: [B, 3, H, W] at the scale its strokes should have in the output (as AdaIN reads it);
+        ``square``: the same painting resized whole to 256x256 (default: ``style`` resized; pass it when the
+        original is at hand, so a small painting is not enlarged and shrunk again).
 
-    def style_code_from_features(self, relu4_1: torch.Tensor) -> StyleCode:
-        mean, std = mean_std(relu4_1)
+        The descriptor W comes from the square (the style encoder's fixed input, SPEC §3); the channel
+        statistics (the residual form's AdaIN base) from ``style``, so a 512-pixel output gets the strokes AdaIN
+        gives it. Reading them from the 256x256 image instead halves the strokes of a 512-pixel output and
+        cost ~20% in style distance (docs/training.md, session 9).
+        """
+        features = self.encoder.encode(style)
+        if square is None and style.shape[-2:] == (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE):
+            return self.style_code_from_features(features)
+        if square is None:
+            square = resize(style, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
+        return self.style_code_from_features(self.encoder.encode(square), statistics_features=features)
+
+    def style_code_from_features(self, relu4_1: torch.Tensor,
+                                 statistics_features: torch.Tensor | None = None) -> StyleCode:
+        """``relu4_1`` of the 256x256 style -> W; the statistics from ``statistics_features`` if given."""
+        mean, std = mean_std(relu4_1 if statistics_features is None else statistics_features)
         return StyleCode(mean, std, self.style_encoder(relu4_1))
 
     def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
-        """The content image read as a style (resized to 256x256): α blends the descriptors."""
-        return self.encode_style(resize(content, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))  # as a style is read
+        """The content read as a style: its own statistics (as AdaIN's α = 0) and W of it resized to 256x256."""
+        descriptor_features = self.encoder.encode(resize(content, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))
+        return self.style_code_from_features(descriptor_features, statistics_features=content_features)
 
     def modulate(self, scale: int, features: torch.Tensor, style: StyleCode,
                  statistics: ContentStatistics | None = None) -> torch.Tensor:

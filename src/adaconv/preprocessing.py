@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernel_prediction import STYLE_IMAGE_SIZE
-
 MULTIPLE = 8                  # three 2x poolings between the image and relu4_1
-DEFAULT_ADAIN_STYLE_SIZE = 512  # short side of the style for AdaIN, as in the AdaIN paper's test setting
+DEFAULT_STYLE_SIZE = 512  # short side at which a style is read, as in the AdaIN paper's test setting
 
 
 def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -41,18 +39,13 @@ def center_crop(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def prepare_style(image: torch.Tensor, kind: str, style_size: int | None = None) -> torch.Tensor:
-    """A style image as the model reads it.
+    """A style image as the models read it: short side ``style_size`` (default 512), any aspect.
 
-    AdaIN: short side ``style_size`` (default 512). AdaConv: the style encoder needs exactly 256x256; by
-    default the whole image is resized to 256x256 (as in training); with ``style_size`` the image is read
-    at that short side and its centre 256x256 is used, so a larger size means smaller brush strokes.
+    Both models take their channel statistics from this image, so ``style_size`` sets the size of the brush
+    strokes; AdaConv's style encoder additionally reads it resized whole to 256x256 (done in the model).
     """
-    if kind == "adain":
-        return resize_short_side(image, style_size or DEFAULT_ADAIN_STYLE_SIZE)
-    if style_size is None:
-        return resize(image, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
-    image = resize_short_side(image, max(style_size, STYLE_IMAGE_SIZE))
-    return center_crop(image, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
+    del kind  # both models read a style the same way (AdaConv: from session 9 on, see AdaConvModel.encode_style)
+    return resize_short_side(image, style_size or DEFAULT_STYLE_SIZE)
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int = MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -37,7 +37,7 @@ from .kernel_prediction import STYLE_IMAGE_SIZE
 from .losses import content_loss, feature_statistics, style_loss
 from .models import StyleTransferModel, build_model
 from .modulation import adain
-from .preprocessing import center_crop, prepare_style, resize_short_side
+from .preprocessing import center_crop, resize, resize_short_side
 from .style_cache import StyleFeatureCache
 from .weights import int8_candidates, load_trainable_tensors, read_weights, save_weights
 
@@ -72,6 +72,7 @@ class TrainConfig:
     init: str | None = None
     seed: int | None = None           # batch order; None: 0 for a new run, the run's own on --resume
     parametrization: str = "residual"
+    style_statistics: str | None = None  # AdaConv: "crop" or "square" (see STYLE_STATISTICS); None: the default
     precision: str = "auto"           # auto: bf16 autocast where it is fast (bf16_is_fast); or "fp32" / "bf16"
     checkpoint_every: int = 100
     sample_every: int = 500
@@ -108,14 +109,15 @@ class TrainingObjective(nn.Module):
     keeps a graph (for the input gradient; VGG's weights need none).
     """
 
-    def __init__(self, model: StyleTransferModel, style_weight: float):
+    def __init__(self, model: StyleTransferModel, style_weight: float, statistics_size: int | None = None):
         super().__init__()
         self.model = model
         self.style_weight = style_weight
+        self.statistics_size = statistics_size  # AdaConv: read the style's statistics at this size (None: as given)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor | None = None,
                 style_features: tuple[torch.Tensor, list] | None = None):
-        """``style`` images, or (AdaConv, from the style cache) their relu4_1 and per-tap statistics."""
+        """``style`` images, and/or (AdaConv, from the style cache) their relu4_1 and per-tap statistics."""
         model, encoder = self.model, self.model.encoder
         with torch.no_grad():
             content_features = encoder.encode(content)
@@ -124,12 +126,17 @@ class TrainingObjective(nn.Module):
                 style_relu4_1, style_stats = features[-1], feature_statistics(features)
             else:
                 style_relu4_1, style_stats = style_features
+            if self.statistics_size is not None and model.kind == "adaconv":
+                size = self.statistics_size
+                style_stats = feature_statistics(encoder(resize(style, size, size)))
         if model.kind == "adain":
             target = adain(content_features, *style_stats[-1])
             output = model.decoder(target)
         else:
             target = content_features
-            output = model.decode(content_features, model.style_code_from_features(style_relu4_1))
+            code = model.style_code_from_features(style_relu4_1)
+            code.mean, code.std = style_stats[-1]
+            output = model.decode(content_features, code)
         output_features = encoder(output)
         loss_c = content_loss(output_features[-1], target)
         loss_s = style_loss(output_features, style_stats)
@@ -144,6 +151,14 @@ def learning_rate_factor(decay: float, warmup: int = 0):
     back up in the campaign's warm-started sessions (docs/training.md)."""
     return lambda iteration: min(1.0, (iteration + 1) / warmup if warmup else 1.0) / (1.0 + decay * iteration)
 
+
+# AdaConv: where a training style's channel statistics (the style loss's target, the AdaIN base of the residual
+# form) are read. "square": from the 256x256 image the style encoder reads, while the content is a 128x128 crop:
+# strokes at twice the content's scale, unlike stylize, which reads both at one scale (session 9 found this cost
+# AdaConv ~20% in style distance at inference until stylize read styles as AdaIN does). "crop": from the style
+# resized to the crop size, the content's scale. Runs that started before the choice existed are "square".
+STYLE_STATISTICS = ("crop", "square")
+DEFAULT_STYLE_STATISTICS, LEGACY_STYLE_STATISTICS = "crop", "square"
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
 DIVERGENCE_FACTOR = 20.0  # a log window's mean loss this many times the recent median is a divergence
@@ -240,6 +255,13 @@ class Trainer:
             self._warm_start(config.init)
         if self.config.seed is None:
             self.config = config = dataclasses.replace(config, seed=0)
+        if self.config.style_statistics is None:
+            self.config = dataclasses.replace(self.config, style_statistics=DEFAULT_STYLE_STATISTICS)
+        config = self.config  # a resumed run's own seed and recipe
+        if config.style_statistics not in STYLE_STATISTICS:
+            raise AdaconvError(f"style statistics {config.style_statistics!r}: "
+                               f"choose from {', '.join(STYLE_STATISTICS)}")
+        self.objective.statistics_size = self._statistics_size()
         self._record_phase()
         self.average = None
         if config.ema_decay > 0:
@@ -249,7 +271,8 @@ class Trainer:
             if self._checkpoint_average is not None:
                 load_trainable_tensors(self.average.module, self._checkpoint_average["weights"], source=checkpoint)
                 self.average.n_averaged.fill_(self._checkpoint_average["updates"])
-            self.average_objective = TrainingObjective(self.average.module, config.style_weight)
+            self.average_objective = TrainingObjective(self.average.module, config.style_weight,
+                                                       self._statistics_size())
         self.style_cache = None
         if config.model == "adaconv" and config.style_cache_gb > 0:
             # the budget is the machine's: split between the data-parallel processes that run on it
@@ -292,6 +315,12 @@ class Trainer:
         elif self.config.seed != run_seed and self.is_main:
             print(f"adaconv train: --seed {self.config.seed} differs from this run's seed {run_seed}: "
                   f"its batches follow seed {self.config.seed} from here on", file=sys.stderr)
+        run_statistics = state.get("config", {}).get("style_statistics") or LEGACY_STYLE_STATISTICS
+        if self.config.style_statistics is None:  # like the seed: a resumed run keeps its recipe unless told
+            self.config = dataclasses.replace(self.config, style_statistics=run_statistics)
+        elif self.config.style_statistics != run_statistics and self.is_main and self.model.kind == "adaconv":
+            print(f"adaconv train: --style-statistics {self.config.style_statistics} differs from this run's "
+                  f"{run_statistics}: the style's statistics are read that way from here on", file=sys.stderr)
         self.optimizer.load_state_dict(regroup_optimizer_state(state["optimizer"], self.optimizer.param_groups))
         for group in self.optimizer.param_groups:  # a checkpoint saved by the unfused optimiser says fused=None
             group["fused"] = self.fused_adam or None
@@ -309,6 +338,10 @@ class Trainer:
         self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
         self.recent_losses = list(state.get("recent_losses", []))  # the divergence guard's memory
         self.checkpoint_iteration = self.iteration
+
+    def _statistics_size(self) -> int | None:
+        crop = self.config.model == "adaconv" and self.config.style_statistics == "crop"
+        return self.config.crop_size if crop else None
 
     def save_checkpoint(self, train_seconds: float) -> None:
         if not self.is_main:  # other ranks only track what the main one keeps (for the divergence message)
@@ -346,13 +379,16 @@ class Trainer:
         self.checkpoint_iteration = self.iteration
 
     def _record_phase(self) -> None:
-        """Crop size and batch may change on --resume (the campaign's 256² finishing phase): one entry each."""
+        """Crop size, batch and (AdaConv) the style statistics' scale may change on --resume (the campaign's 256²
+        finishing phase): one entry each."""
         phases = self.provenance.setdefault("phases", [])
         batch = self.config.batch_size * self.world_size
-        if phases and (phases[-1]["crop_size"], phases[-1]["batch_size"]) == (self.config.crop_size, batch):
+        recipe = {"crop_size": self.config.crop_size, "batch_size": batch}
+        if self.config.model == "adaconv":
+            recipe["style_statistics"] = self.config.style_statistics
+        if phases and all(phases[-1].get(key, LEGACY_STYLE_STATISTICS) == value for key, value in recipe.items()):
             return
-        phase = {"from_iteration": self.iteration, "crop_size": self.config.crop_size, "batch_size": batch,
-                 "images_before": self.images_seen if phases else 0}
+        phase = {"from_iteration": self.iteration, **recipe, "images_before": self.images_seen if phases else 0}
         if phases and phases[-1]["from_iteration"] == self.iteration:
             phases[-1] = phase | {"images_before": phases[-1]["images_before"]}
         else:
@@ -404,8 +440,8 @@ class Trainer:
         styles = []
         for path in pick(config.val_style, config.val_pairs[1]):
             image = to_tensor(path)
-            if config.model == "adaconv":
-                styles.append(prepare_style(image, "adaconv"))
+            if config.model == "adaconv":  # as its training styles: whole, 256x256 (the curve stays comparable)
+                styles.append(resize(image, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))
             else:
                 styles.append(center_crop(resize_short_side(image, size), size, size))
         content = torch.stack([c for c in contents for _ in styles])
@@ -520,7 +556,7 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     if self.style_cache is not None:
                         cached = self.style_cache.features(style_indices, style, self.model.encoder)
-                        loss, loss_c, loss_s = self.step_module(content, style_features=cached)
+                        loss, loss_c, loss_s = self.step_module(content, style, style_features=cached)
                     else:
                         loss, loss_c, loss_s = self.step_module(content, style)
                 if not torch.isfinite(loss):
@@ -839,6 +875,8 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "lr_decay": config["lr_decay"],
         "warmup": config.get("warmup", 0),
         "style_encoder_lr_scale": config.get("style_encoder_lr_scale", 1.0),
+        **({"style_statistics": config.get("style_statistics") or LEGACY_STYLE_STATISTICS}
+           if state["model_kind"] == "adaconv" else {}),
         "content_data": config["content"],
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
