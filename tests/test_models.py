@@ -56,12 +56,18 @@ def test_gradients_reach_every_trainable_parameter_and_not_vgg(kind, extra):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-def test_residual_adaconv_starts_as_the_adain_model():
-    """With the decoder of an AdaIN model and zero-initialised predictors, AdaConv is that AdaIN model."""
-    torch.manual_seed(3)
+def adain_and_untrained_residual_adaconv(seed: int):
+    """An AdaIN model and a residual AdaConv sharing its decoder (predictors at their zero initialisation)."""
+    torch.manual_seed(seed)
     adain_model = build_model("adain")
     adaconv_model = build_model("adaconv", parametrization="residual")
     adaconv_model.decoder.load_state_dict(adain_model.decoder.state_dict())
+    return adain_model, adaconv_model
+
+
+def test_residual_adaconv_starts_as_the_adain_model():
+    """With the decoder of an AdaIN model and zero-initialised predictors, AdaConv is that AdaIN model."""
+    adain_model, adaconv_model = adain_and_untrained_residual_adaconv(3)
     content, style = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 256, 256)
     with torch.no_grad():
         content_features = adain_model.encoder.encode(content)
@@ -74,10 +80,7 @@ def test_residual_adaconv_starts_as_the_adain_model():
 def test_adaconv_reads_a_style_as_adain_does():
     """Any style size: the statistics come from the image as given (so an untrained residual AdaConv stylises
     exactly as its AdaIN, strokes included), the descriptor from the whole image resized to 256x256."""
-    torch.manual_seed(4)
-    adain_model = build_model("adain")
-    adaconv_model = build_model("adaconv", parametrization="residual")
-    adaconv_model.decoder.load_state_dict(adain_model.decoder.state_dict())
+    adain_model, adaconv_model = adain_and_untrained_residual_adaconv(4)
     content, style = torch.rand(1, 3, 64, 80), torch.rand(1, 3, 96, 144)
     with torch.no_grad():
         code = adaconv_model.encode_style(style)

@@ -432,6 +432,14 @@ def test_adaconv_reads_training_styles_statistics_at_the_crop_scale(data_dir, tm
             encoder(style)[-1], feature_statistics(encoder(resize(style, 64, 64)))))
         square = TrainingObjective(trainer.model, 10.0)(content, style)
     assert torch.allclose(crop[0], given[0], rtol=1e-5) and not torch.allclose(crop[2], square[2], rtol=1e-2)
+    # the style cache stores the statistics at the crop scale, and says so in its shards' identity
+    cached_trainer = Trainer(config(data_dir, tmp_path / "cached", model="adaconv", max_images=4, iterations=2))
+    assert "statistics 64px" in cached_trainer._style_cache_identity()
+    cached_trainer.model.load_state_dict(trainer.model.state_dict())
+    with torch.no_grad():
+        from_cache = cached_trainer.objective(content, style_features=cached_trainer.style_cache.features(
+            [0, 1], style, encoder))
+    assert torch.allclose(from_cache[0], crop[0], rtol=1e-3), (from_cache, crop)
     trainer.train()
 
     state = torch.load(run / CHECKPOINT, weights_only=False)  # as saved before the option existed

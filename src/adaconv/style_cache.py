@@ -3,16 +3,17 @@
 AdaConv reads every style as a whole 256x256 image, so the VGG pass over a given painting gives the same
 features every time it is drawn: about a quarter of an AdaConv step at 128² (docs/benchmarks.md) that can be
 computed once. The cache keeps, per painting, its relu4_1 features in fp16 (1 MiB; the style encoder's input)
-and the mean/σ of all four taps in fp32 (the style loss's target). fp16 rounding (~1e-3 relative) is finer
-than the bf16 the encoder runs in under autocast. Entries are added until a memory budget is spent; with a
-budget above the data set, every painting is encoded once per run. Style flips are turned off while caching
-(a flipped painting would need an entry of its own).
+and the mean/σ of all four taps in fp32 (the style loss's target and the AdaIN base: of the 256x256 image, or
+with ``statistics_size`` of the painting resized to that size, the training crop's scale). fp16 rounding (~1e-3
+relative) is finer than the bf16 the encoder runs in under autocast. Entries are added until a memory budget is
+spent; with a budget above the data set, every painting is encoded once per run. Style flips are turned off while
+caching (a flipped painting would need an entry of its own).
 
 The cache also lives on disk, in the run folder: each checkpoint adds a shard file with the entries computed
 since the last one, and a resumed run reads them back, so it does not spend its first epoch (~1,240 steps of
 batch 8 over ~9,900 paintings, ~0.7 s each) re-encoding paintings a previous session already encoded.
 Entries are named by the painting's path inside the style folder, so shards stay valid if the folder's
-listing changes; a shard made with another encoder normalisation or style size is ignored.
+listing changes; a shard made with another encoder normalisation, style size or statistics size is ignored.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from safetensors.torch import save as serialize
 
 from .imageio import write_atomically
 from .losses import FeatureStatistics, feature_statistics
+from .preprocessing import resize
 
 
 class StyleFeatureCache:
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, statistics_size: int | None = None):
         self.budget_bytes = budget_bytes
+        self.statistics_size = statistics_size
         self.used_bytes = 0
         self.entries: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self.hits = 0
@@ -53,14 +56,17 @@ class StyleFeatureCache:
         missing = [i for i, key in enumerate(keys) if key not in self.entries]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        features = encoder(images[missing]) if missing else None  # under the caller's autocast, if any
+        features = statistics = None
+        if missing:  # under the caller's autocast, if any
+            features = encoder(images[missing])
+            size = self.statistics_size
+            statistics = feature_statistics(encoder(resize(images[missing], size, size)) if size else features)
         with torch.autocast(device.type, enabled=False):  # CPU autocast cannot stack fp16 tensors
-            return self._assemble(keys, missing, features, device)
+            return self._assemble(keys, missing, features, statistics, device)
 
-    def _assemble(self, keys, missing, features, device) -> tuple[torch.Tensor, FeatureStatistics]:
+    def _assemble(self, keys, missing, features, statistics, device) -> tuple[torch.Tensor, FeatureStatistics]:
         fresh: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         if missing:
-            statistics = feature_statistics(features)
             for row, index in enumerate(missing):
                 relu4_1 = features[-1][row].to(torch.float16)
                 packed = [torch.cat([mean[row].flatten().float(), std[row].flatten().float()])

@@ -117,18 +117,19 @@ class TrainingObjective(nn.Module):
 
     def forward(self, content: torch.Tensor, style: torch.Tensor | None = None,
                 style_features: tuple[torch.Tensor, list] | None = None):
-        """``style`` images, and/or (AdaConv, from the style cache) their relu4_1 and per-tap statistics."""
+        """``style`` images, or (AdaConv, from the style cache) their relu4_1 and per-tap statistics, the latter
+        already at ``statistics_size`` (the cache reads them there)."""
         model, encoder = self.model, self.model.encoder
         with torch.no_grad():
             content_features = encoder.encode(content)
             if style_features is None:
                 features = encoder(style)
                 style_relu4_1, style_stats = features[-1], feature_statistics(features)
+                if self.statistics_size is not None and model.kind == "adaconv":
+                    size = self.statistics_size
+                    style_stats = feature_statistics(encoder(resize(style, size, size)))
             else:
                 style_relu4_1, style_stats = style_features
-            if self.statistics_size is not None and model.kind == "adaconv":
-                size = self.statistics_size
-                style_stats = feature_statistics(encoder(resize(style, size, size)))
         if model.kind == "adain":
             target = adain(content_features, *style_stats[-1])
             output = model.decoder(target)
@@ -277,7 +278,8 @@ class Trainer:
         if config.model == "adaconv" and config.style_cache_gb > 0:
             # the budget is the machine's: split between the data-parallel processes that run on it
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30 / local_processes))
+            self.style_cache = StyleFeatureCache(int(config.style_cache_gb * 2 ** 30 / local_processes),
+                                                 statistics_size=self._statistics_size())
         self.step_module = self.objective
         if self.distributed:
             # buffers are constants (the encoder's mean, AdaConv's identity kernels): equal on every rank, so
@@ -556,7 +558,7 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     if self.style_cache is not None:
                         cached = self.style_cache.features(style_indices, style, self.model.encoder)
-                        loss, loss_c, loss_s = self.step_module(content, style, style_features=cached)
+                        loss, loss_c, loss_s = self.step_module(content, style_features=cached)
                     else:
                         loss, loss_c, loss_s = self.step_module(content, style)
                 if not torch.isfinite(loss):
@@ -691,7 +693,9 @@ class Trainer:
 
     # -- the style cache on disk (AdaConv) -------------------------------------------------------------
     def _style_cache_identity(self) -> str:
-        return f"normalisation {self.model.encoder.normalisation_id}, style {STYLE_IMAGE_SIZE}px"
+        identity = f"normalisation {self.model.encoder.normalisation_id}, style {STYLE_IMAGE_SIZE}px"
+        size = self._statistics_size()
+        return identity + (f", statistics {size}px" if size else "")
 
     def _style_names(self) -> dict[int, str]:
         root = Path(self.config.style)
