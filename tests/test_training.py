@@ -1,5 +1,6 @@
 """Real training on ../shared/data at small sizes: the loss falls, resume is exact, checkpoints are atomic."""
 
+import gc
 import json
 import os
 import signal
@@ -413,16 +414,20 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data
 
 
 def test_adaconv_reads_training_styles_statistics_at_the_crop_scale(data_dir, tmp_path):
-    """A new AdaConv run takes the style loss's target and the AdaIN base from the style resized to the crop
-    size (the descriptor still from the 256x256 image); a run from before the choice resumes as it was, and
-    switching on --resume starts a phase that the exported weights record."""
+    """--style-statistics crop takes the style loss's target and the AdaIN base from the style resized to the
+    crop size (the descriptor still from the 256x256 image; new runs default to square); a run from before the
+    choice resumes as square, and switching on --resume starts a phase that the exported weights record."""
     from adaconv.losses import feature_statistics
     from adaconv.preprocessing import resize
     from adaconv.training import TrainingObjective
 
     run = tmp_path / "run"
-    trainer = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=2, style_cache_gb=0))
-    assert trainer.config.style_statistics == "crop" and trainer.objective.statistics_size == 64
+    assert Trainer(config(data_dir, tmp_path / "default", model="adaconv", max_images=4)).config.style_statistics \
+        == "square"
+    gc.collect()
+    trainer = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=2, style_cache_gb=0,
+                             style_statistics="crop"))
+    assert trainer.objective.statistics_size == 64
     trainer.load_data()
     content, style, _ = trainer.make_batch(0)
     encoder = trainer.model.encoder
@@ -433,14 +438,19 @@ def test_adaconv_reads_training_styles_statistics_at_the_crop_scale(data_dir, tm
         square = TrainingObjective(trainer.model, 10.0)(content, style)
     assert torch.allclose(crop[0], given[0], rtol=1e-5) and not torch.allclose(crop[2], square[2], rtol=1e-2)
     # the style cache stores the statistics at the crop scale, and says so in its shards' identity
-    cached_trainer = Trainer(config(data_dir, tmp_path / "cached", model="adaconv", max_images=4, iterations=2))
+    cached_trainer = Trainer(config(data_dir, tmp_path / "cached", model="adaconv", max_images=4, iterations=2,
+                                    style_statistics="crop"))
     assert "statistics 64px" in cached_trainer._style_cache_identity()
     cached_trainer.model.load_state_dict(trainer.model.state_dict())
     with torch.no_grad():
         from_cache = cached_trainer.objective(content, style_features=cached_trainer.style_cache.features(
             [0, 1], style, encoder))
     assert torch.allclose(from_cache[0], crop[0], rtol=1e-3), (from_cache, crop)
+    del cached_trainer  # each AdaConv trainer holds ~1.2 GB (weights, average, gradients, Adam moments)
+    gc.collect()
     trainer.train()
+    del trainer
+    gc.collect()
 
     state = torch.load(run / CHECKPOINT, weights_only=False)  # as saved before the option existed
     del state["config"]["style_statistics"]
@@ -449,6 +459,8 @@ def test_adaconv_reads_training_styles_statistics_at_the_crop_scale(data_dir, tm
     torch.save(state, run / CHECKPOINT)
     resumed = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=3, resume=True))
     assert resumed.config.style_statistics == "square" and resumed.objective.statistics_size is None
+    del resumed
+    gc.collect()
     switched = Trainer(config(data_dir, run, model="adaconv", max_images=4, iterations=3, resume=True,
                               style_statistics="crop"))
     switched.train()

@@ -108,8 +108,8 @@ def add_train(commands) -> None:
     parser.add_argument("--style-statistics", choices=("crop", "square"),
                         help="AdaConv: the scale at which the style's channel statistics (the style loss's target "
                              "and the AdaIN base) are read: crop: the style resized to the crop size, the "
-                             "content's scale, as stylize reads a style (default for a new run); square: the "
-                             "256x256 image the style encoder reads (runs before session 9). Default on "
+                             "content's scale, as stylize reads a style (measured worse, docs/training.md session 9); "
+                             "square: the 256x256 image the style encoder reads (default). Default on "
                              "--resume: the run's own")
     parser.add_argument("--parametrization", choices=("residual", "paper"), default="residual",
                         help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
