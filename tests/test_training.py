@@ -261,6 +261,18 @@ def test_a_resumed_phase_at_another_crop_size_is_counted_apart(data_dir, tmp_pat
     assert provenance["iterations_by_crop"] == {"64": 3, "96": 1} and provenance["total_images_seen"] == 5 + 2
 
 
+def test_a_resumed_run_at_another_style_weight_records_a_phase(data_dir, tmp_path):
+    """A λ experiment from a checkpoint changes the losses' scale: the run records where λ changed, once."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2)).train()
+    Trainer(config(data_dir, run, iterations=3, style_weight=15.0, resume=True)).train()
+    trainer = Trainer(config(data_dir, run, iterations=4, style_weight=15.0, resume=True))
+    trainer.train()
+    phases = trainer.provenance["phases"]
+    assert [(p["from_iteration"], p["style_weight"]) for p in phases] == [(0, 10.0), (2, 15.0)]
+    assert export_weights(run, tmp_path / "w.safetensors")["style_weight"] == 15.0
+
+
 def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):
     """--resume --lr X continues at X·decay(step), not at the learning rate saved in the optimiser state."""
     run = tmp_path / "run"

@@ -162,6 +162,8 @@ def learning_rate_factor(decay: float, warmup: int = 0):
 # content (+4.1%) and style (+16%) distance, so "square" stays the default.
 STYLE_STATISTICS = ("crop", "square")
 DEFAULT_STYLE_STATISTICS = LEGACY_STYLE_STATISTICS = "square"
+# what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
+PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0}
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
 DIVERGENCE_FACTOR = 20.0  # a log window's mean loss this many times the recent median is a divergence
@@ -383,14 +385,15 @@ class Trainer:
         self.checkpoint_iteration = self.iteration
 
     def _record_phase(self) -> None:
-        """Crop size, batch and (AdaConv) the style statistics' scale may change on --resume (the campaign's 256²
-        finishing phase): one entry each."""
+        """Crop size, batch, the style weight λ and (AdaConv) the style statistics' scale may change on --resume
+        (the campaign's 256² finishing phase, a λ experiment): one entry each, so the held-out losses, whose scale
+        they change, can be read per phase."""
         phases = self.provenance.setdefault("phases", [])
         batch = self.config.batch_size * self.world_size
-        recipe = {"crop_size": self.config.crop_size, "batch_size": batch}
+        recipe = {"crop_size": self.config.crop_size, "batch_size": batch, "style_weight": self.config.style_weight}
         if self.config.model == "adaconv":
             recipe["style_statistics"] = self.config.style_statistics
-        if phases and all(phases[-1].get(key, LEGACY_STYLE_STATISTICS) == value for key, value in recipe.items()):
+        if phases and all(phases[-1].get(key, PHASE_DEFAULTS.get(key)) == value for key, value in recipe.items()):
             return
         phase = {"from_iteration": self.iteration, **recipe, "images_before": self.images_seen if phases else 0}
         if phases and phases[-1]["from_iteration"] == self.iteration:
@@ -798,7 +801,10 @@ def plot_losses(log_path: Path, target: Path, phases: list[dict] | None = None) 
             axis.legend(fontsize=8)
         for phase in (phases or [])[1:]:
             axis.axvline(phase["from_iteration"], color="grey", linestyle="--", linewidth=0.8)
-            axis.annotate(f"crop {phase['crop_size']}, batch {phase['batch_size']}",
+            label = f"crop {phase['crop_size']}, batch {phase['batch_size']}"
+            if "style_weight" in phase:
+                label += f", λ {phase['style_weight']:g}"
+            axis.annotate(label,
                           (phase["from_iteration"], 1.0), xycoords=("data", "axes fraction"),
                           xytext=(-2, -4), textcoords="offset points", fontsize=7, color="grey",
                           rotation=90, ha="right", va="top")
