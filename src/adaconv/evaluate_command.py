@@ -100,8 +100,10 @@ def _stylizer(args):
 def evaluate_command(args) -> int:
     if args.compare:
         return compare_command(args)
-    if args.outputs and (args.model or args.weights):
-        raise AdaconvError("--outputs scores existing images; it takes no --model or --weights")
+    if args.outputs and (args.model or args.weights or args.alpha != 1.0):
+        raise AdaconvError("--outputs scores existing images; it takes no --model, --weights or --alpha")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise AdaconvError(f"--alpha must be in [0, 1], got {args.alpha}")
     content_dir = _folder(args.content, DEFAULT_BENCH / "content", "content")
     style_dir = _folder(args.style, DEFAULT_BENCH / "style", "style")
     rows, columns = parse_grid(args.grid)
@@ -130,18 +132,20 @@ def evaluate_command(args) -> int:
         source = _model_description(stylizer, args)
         if args.style_size is not None:
             source["style_size"] = args.style_size
+        if args.alpha != 1.0:
+            source["alpha"] = args.alpha
         _claim_run_folder(out, source, args.size)
         todo = [(c, s) for c, s in pairs if not (images / pair_name(c, s)).exists()]
         resized: dict[Path, torch.Tensor] = {}  # styles are the outer loop: read each content once, not per style
         for content, style in progress_bar(todo, desc="stylize", unit="pair", enabled=show):
             if content not in resized:
                 resized[content] = resize_short_side(to_tensor(content), args.size)
-            save_image(stylizer.stylize(resized[content], style, style_size=args.style_size),
+            save_image(stylizer.stylize(resized[content], style, alpha=args.alpha, style_size=args.style_size),
                        images / pair_name(content, style))
     stylize_seconds = time.perf_counter() - started
 
     records = _score_pairs(pairs, images, show)
-    probe = _structure_probe(stylizer, contents, out, args.size, show) if stylizer is not None else None
+    probe = _structure_probe(stylizer, contents, out, args.size, args.alpha, show) if stylizer is not None else None
     kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)])
     report = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
@@ -154,6 +158,8 @@ def evaluate_command(args) -> int:
         "seconds": {"stylize": round(stylize_seconds, 1), "total": round(time.perf_counter() - started, 1)},
     }
     label = args.label or source.get("weights_name") or source.get("outputs", "run")
+    if not args.label and "alpha" in source:
+        label = f"{label} α {source['alpha']:g}"
     report["label"] = str(label)
     write_atomically(out / "evaluation.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     markdown = summary_markdown([report])
@@ -180,8 +186,9 @@ def _model_description(stylizer, args) -> dict:
 def _claim_run_folder(out: Path, source: dict, size: int) -> None:
     """Record what makes the images; refuse to resume a folder whose images another model or size made."""
     identity = {"model": source["model"], "weights_sha256": source.get("weights_sha256"), "size": size}
-    if source.get("style_size") is not None:  # only when given, so folders made before the option still resume
-        identity["style_size"] = source["style_size"]
+    for key in ("style_size", "alpha"):  # only when given, so folders made before the options still resume
+        if source.get(key) is not None:
+            identity[key] = source[key]
     path = out / "run.json"
     if path.exists():
         try:
@@ -216,8 +223,9 @@ def _score_pairs(pairs, images: Path, show: bool) -> list[dict]:
     return records
 
 
-def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show: bool) -> dict:
-    """Stylise every content with the probe style and measure how much of its structure arrives."""
+def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, alpha: float, show: bool) -> dict:
+    """Stylise every content with the probe style (at the run's alpha) and measure how much of its structure
+    arrives."""
     folder = out / "probe"
     folder.mkdir(exist_ok=True)
     probe = probe_image()
@@ -227,7 +235,7 @@ def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, show:
     for content in progress_bar(contents, desc="probe", unit="img", enabled=show):
         target = folder / f"{content.stem}__{PROBE_NAME}.png"
         if not target.exists():
-            save_image(stylizer.stylize(resize_short_side(to_tensor(content), size), probe), target)
+            save_image(stylizer.stylize(resize_short_side(to_tensor(content), size), probe, alpha=alpha), target)
         outputs.append(probe_statistics(to_tensor(target), reference))
         originals.append(probe_statistics(to_tensor(content), reference))
 
@@ -328,7 +336,8 @@ def compare_command(args) -> int:
 
 
 def scatter_plot(reports: list[dict]):
-    """Content error vs style distance: each pair faint, each run's mean large and labelled."""
+    """Content error vs style distance: each pair faint, each run's mean large and labelled, and the means of one
+    model's runs at several --alpha joined into its trade-off curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,9 +352,29 @@ def scatter_plot(reports: list[dict]):
         mean = report["summary"]
         axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120, color=colour,
                      edgecolor="black", label=f"{report['label']} ({report['count']} pairs)", zorder=3)
+    for curve in trade_off_curves(reports):
+        axes.plot([r["summary"]["content_error"]["mean"] for r in curve],
+                  [r["summary"]["style_distance"]["mean"] for r in curve], color="grey", linewidth=1, zorder=2)
     axes.set_xlabel("content error (relu4_1, relative) ↓")
     axes.set_ylabel("style distance (mean/std, relative) ↓")
     axes.set_title("adaconv evaluate: lower-left is better")
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def trade_off_curves(reports: list[dict]) -> list[list[dict]]:
+    """Runs of the same weights, size and style size at two or more alphas, each group sorted by alpha."""
+    groups: dict[tuple, list[dict]] = {}
+    for report in reports:
+        source = report.get("source") or {}
+        if "model" not in source:
+            continue  # --outputs runs: no alpha to vary
+        key = (source["model"], source.get("weights_sha256"), report.get("size"), source.get("style_size"))
+        groups.setdefault(key, []).append(report)
+    curves = []
+    for group in groups.values():
+        by_alpha = {r["source"].get("alpha", 1.0): r for r in group}
+        if len(by_alpha) > 1:
+            curves.append([by_alpha[a] for a in sorted(by_alpha)])
+    return curves
