@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from adaconv.models import build_model
-from adaconv.training import CHECKPOINT, STYLE_CACHE_DIR, TrainConfig, Trainer, export_weights
+from adaconv.training import CHECKPOINT, STYLE_CACHE_DIR, TrainConfig, Trainer, bf16_is_fast, export_weights
 from adaconv.weights import model_from_weights, save_weights
 
 
@@ -182,6 +182,9 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     assert process.returncode == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped_by"] == "SIGTERM" and summary["iteration"] >= 10
+    # the log says which precision this machine trains in (the step's speed depends on it)
+    precision = "bf16 autocast" if bf16_is_fast(torch.device("cpu")) else "fp32"
+    assert f"adaconv train: {precision} on cpu (" in stderr and "bf16)" in stderr
     assert torch.load(out / CHECKPOINT, weights_only=False)["iteration"] == summary["iteration"]
     # stopping at once: no final validation (torchrun kills workers 30 s after a SIGTERM)
     assert not (out / "val.csv").exists() or len((out / "val.csv").read_text().splitlines()) <= 1

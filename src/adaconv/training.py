@@ -91,7 +91,8 @@ def bf16_is_fast(device: torch.device) -> bool:
     """bf16 autocast pays on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 / AMX).
 
     Measured here (AMD EPYC with AVX512-BF16): AdaIN steps 1.7x faster, training losses within 0.2% of fp32
-    over the same 60 batches (docs/training.md).
+    over the same 60 batches (docs/training.md). Without it (an AVX2-only EPYC, session 11) bf16 products are
+    emulated and far slower than fp32, so fp32 it is.
     """
     if device.type == "cuda":
         return True
@@ -100,6 +101,15 @@ def bf16_is_fast(device: torch.device) -> bool:
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool((check and check()) or (amx and amx()))
+
+
+def describe_device(device: torch.device) -> str:
+    """For the run's log: the device and, on a CPU, its vector unit and whether it has native bf16."""
+    if device.type != "cpu":
+        return str(device)
+    native = bf16_is_fast(device)
+    return (f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+            f"{'native' if native else 'no native'} bf16)")
 
 
 class TrainingObjective(nn.Module):
@@ -537,6 +547,9 @@ class Trainer:
         if config.precision not in ("auto", "fp32", "bf16"):
             raise AdaconvError(f"--precision {config.precision}: choose auto, fp32 or bf16")
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(self.device))
+        if self.is_main:  # the same recipe runs ~2.5x slower in fp32 on a CPU without native bf16 (session 11)
+            print(f"adaconv train: {'bf16 autocast' if use_bf16 else 'fp32'} on {describe_device(self.device)}",
+                  file=sys.stderr)
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
