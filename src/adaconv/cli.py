@@ -187,7 +187,7 @@ def add_evaluate(commands) -> None:
                         help="short side at which each content is stylised (scoring is at a fixed size)")
     parser.add_argument("--style-size", type=positive_int,
                         help="short side at which the style is read (default: the model's own, as in stylize)")
-    parser.add_argument("--alpha", type=float, default=1.0,
+    parser.add_argument("--alpha", type=unit_float, default=1.0,
                         help="content-style trade-off as in stylize (default 1): scoring a model at several alphas "
                              "traces its trade-off curve, so two models can be compared at equal content error")
     parser.add_argument("--grid", metavar="CxS", help="use C contents x S styles spread over the folders (e.g. 5x8)")

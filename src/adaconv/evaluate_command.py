@@ -102,8 +102,6 @@ def evaluate_command(args) -> int:
         return compare_command(args)
     if args.outputs and (args.model or args.weights or args.alpha != 1.0):
         raise AdaconvError("--outputs scores existing images; it takes no --model, --weights or --alpha")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise AdaconvError(f"--alpha must be in [0, 1], got {args.alpha}")
     content_dir = _folder(args.content, DEFAULT_BENCH / "content", "content")
     style_dir = _folder(args.style, DEFAULT_BENCH / "style", "style")
     rows, columns = parse_grid(args.grid)

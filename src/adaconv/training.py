@@ -547,7 +547,7 @@ class Trainer:
         if config.precision not in ("auto", "fp32", "bf16"):
             raise AdaconvError(f"--precision {config.precision}: choose auto, fp32 or bf16")
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(self.device))
-        if self.is_main:  # the same recipe runs ~2.5x slower in fp32 on a CPU without native bf16 (session 11)
+        if self.is_main:  # the same recipe ran ~2x slower in fp32 on a CPU without native bf16 (session 11)
             print(f"adaconv train: {'bf16 autocast' if use_bf16 else 'fp32'} on {describe_device(self.device)}",
                   file=sys.stderr)
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
