@@ -2,6 +2,7 @@
 operators that cost most (torch.profiler, self time), for one model, crop and precision.
 
     python benchmarks/train_profile.py [--model adaconv] [--crop 128] [--batch 8] [--precision bf16] [--steps 3]
+                                       [--memory-format channels_last]
 
 The step is the campaign's: encoder features of content and style without gradients (AdaConv's style features
 as the style-feature cache serves them, so the VGG pass over the styles is not in the step), decoder (and for
@@ -68,18 +69,22 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--memory-format", default="channels_last", choices=("channels_last", "contiguous"),
+                        help="the layout of the model and the batches (adaconv train uses channels_last)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = build_model(args.model).to(memory_format=torch.channels_last)
+    layout = getattr(torch, f"{args.memory_format}_format" if args.memory_format == "contiguous"
+                     else args.memory_format)
+    model = build_model(args.model).to(memory_format=layout)
     if args.model == "adaconv":  # residual init zeroes the predictors; give them trained-like nonzero weights
         for predictor in model.kernel_predictors:
             for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
                 torch.nn.init.normal_(conv.weight, std=1e-4)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, fused=True)  # as adaconv train does
     style_size = 256 if args.model == "adaconv" else args.crop
-    content = torch.rand(args.batch, 3, args.crop, args.crop).contiguous(memory_format=torch.channels_last)
-    style = torch.rand(args.batch, 3, style_size, style_size).contiguous(memory_format=torch.channels_last)
+    content = torch.rand(args.batch, 3, args.crop, args.crop).contiguous(memory_format=layout)
+    style = torch.rand(args.batch, 3, style_size, style_size).contiguous(memory_format=layout)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         style_features = [f.float() for f in model.encoder(style)]
         stats = feature_statistics(style_features)  # the style loss's targets, as the cache serves them
@@ -103,7 +108,8 @@ def main() -> None:
                 adam.step()
             adam_seconds[fused] = (time.perf_counter() - started) / args.steps
 
-    print(f"{args.model}, crop {args.crop}, batch {args.batch}, {args.precision}, {torch.get_num_threads()} threads: "
+    print(f"{args.model}, crop {args.crop}, batch {args.batch}, {args.precision}, {args.memory_format}, "
+          f"{torch.get_num_threads()} threads: "
           f"{total:.3f} s/step (mean of {args.steps}), {flops / 1e9:,.0f} GFLOP/step (fp32 count)\n")
     print("| part | s/step | share |\n|---|---|---|")
     for name, seconds in timings.items():

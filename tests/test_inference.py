@@ -68,13 +68,16 @@ def test_missing_shipped_weights_are_reported(monkeypatch, tmp_path):
         Stylizer.from_pretrained("adaconv")
 
 
-def test_shipped_adain_weights_are_trained_and_stylise(content_path, style_path):
-    """The default model ships with real, trained weights that carry their provenance."""
-    from adaconv.inference import DEFAULT_MODEL
-
-    stylizer = Stylizer.from_pretrained(DEFAULT_MODEL, device="cpu")
+@pytest.mark.parametrize("kind", ["adain", "adaconv"])
+def test_shipped_weights_are_trained_and_stylise(kind, content_path, style_path):
+    """Both models ship with real, trained weights that carry their provenance."""
+    stylizer = Stylizer.from_pretrained(kind, device="cpu")
     provenance = stylizer.info["provenance"]
-    assert provenance["iterations"] >= 1000 and provenance["images_seen"] >= 8000
+    # AdaConv's campaign warm-starts from the trained AdaIN, whose decoder it shares, so it counts fewer steps
+    minimum = {"adain": 1000, "adaconv": 500}[kind]
+    assert provenance["iterations"] >= minimum and provenance["images_seen"] >= 8 * minimum
+    if kind == "adaconv":
+        assert provenance["init"]["model"] == "adain"
     assert "validation" in provenance and provenance["validation"]["loss"] > 0
     content = resize(to_tensor(content_path), 64, 96)
     output = stylizer.stylize_tensor(content, style_path, style_size=128)
