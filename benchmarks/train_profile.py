@@ -74,8 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    layout = getattr(torch, f"{args.memory_format}_format" if args.memory_format == "contiguous"
-                     else args.memory_format)
+    layout = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[args.memory_format]
     model = build_model(args.model).to(memory_format=layout)
     if args.model == "adaconv":  # residual init zeroes the predictors; give them trained-like nonzero weights
         for predictor in model.kernel_predictors:
