@@ -490,6 +490,9 @@ COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_ex
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if argv is None and args.command == "train":  # the command itself, not a call from Python
+            from .allocator import use_tcmalloc_if_installed
+            use_tcmalloc_if_installed(sys.argv[1:])
         return COMMANDS[args.command](args)
     except (AdaconvError, OnnxRunnerError) as error:
         print(f"adaconv {args.command}: error: {error}", file=sys.stderr)

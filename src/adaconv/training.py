@@ -28,6 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from . import allocator
 from .contact_sheet import examples_sheet
 from .data import BatchPrefetcher, ImageBank, ShuffledIndices, random_crops, whole_images
 from .devices import pick_device
@@ -548,8 +549,8 @@ class Trainer:
             raise AdaconvError(f"--precision {config.precision}: choose auto, fp32 or bf16")
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(self.device))
         if self.is_main:  # the same recipe ran ~2x slower in fp32 on a CPU without native bf16 (session 11)
-            print(f"adaconv train: {'bf16 autocast' if use_bf16 else 'fp32'} on {describe_device(self.device)}",
-                  file=sys.stderr)
+            print(f"adaconv train: {'bf16 autocast' if use_bf16 else 'fp32'} on {describe_device(self.device)}, "
+                  f"memory allocator {allocator.describe()}", file=sys.stderr)
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
