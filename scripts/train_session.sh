@@ -61,7 +61,7 @@ else
 fi
 
 if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; then  # adaconv train preloads it where installed
-    echo "note: tcmalloc is not installed; apt-get install libtcmalloc-minimal4 makes training ~1.5x faster" \
+    echo "note: tcmalloc is not installed; apt-get install libtcmalloc-minimal4 makes training ~1.2x faster" \
          "(src/adaconv/allocator.py)" >&2
 fi
 if [ "${DRY_RUN:-0}" = 1 ]; then
