@@ -1,15 +1,16 @@
-"""The memory allocator `adaconv train` runs under: tcmalloc where it is installed.
+"""The memory allocator the ``adaconv`` command runs under: tcmalloc where it is installed.
 
-A training step allocates and frees about a gigabyte of activations. glibc's malloc serves blocks above its mmap
-threshold from fresh mappings, unmaps them on free and trims the heap's free top, so every step faults the same
-memory in again page by page (the kernel zeroing each page, the two compute threads queueing on the process's
-memory map): ~250,000 page faults and 1-2.6 s of system CPU time per AdaConv step of the campaign (128², batch 8)
-on its 2-core machine. tcmalloc keeps the blocks: 1.16-1.42x faster steps in three paired measurements
-(benchmarks/train_allocator.py; docs/training.md, session 14), the page faults cut ~6x.
+A stylisation pass allocates and frees hundreds of megabytes of activations, a training step about a gigabyte.
+glibc's malloc serves blocks above its mmap threshold from fresh mappings, unmaps them on free and trims the heap's
+free top, so every pass faults the same memory in again page by page (the kernel zeroing each page, the compute
+threads queueing on the process's memory map): ~250,000 page faults and 1-2.6 s of system CPU time per AdaConv
+training step (128², batch 8) on the project's 2-core machine. tcmalloc keeps the blocks: training steps
+1.16-1.42x faster in three paired measurements (benchmarks/train_allocator.py), stylisation at 512-1024 px
+1.26-1.42x (``adaconv benchmark``; docs/benchmarks.md).
 
-tcmalloc has to be loaded before the process starts, so the ``adaconv train`` command re-executes itself once with
-it preloaded (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``). ADACONV_ALLOCATOR=system keeps the C library's
-malloc.
+tcmalloc has to be loaded before the process starts, so the ``adaconv`` command re-executes itself once with it
+preloaded (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``), before PyTorch is imported (the package
+imports it lazily for this). ADACONV_ALLOCATOR=system keeps the C library's malloc.
 """
 
 from __future__ import annotations

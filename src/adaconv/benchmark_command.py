@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import allocator
 from .benchmarking import (
     PeakRSS,
     count_flops,
@@ -238,7 +239,8 @@ def table(results: list[dict]) -> str:
 def machine_info(device: torch.device) -> dict:
     info = {"cpu": cpu_name(), "cores": physical_cores(), "threads": torch.get_num_threads(),
             "logical_cpus": os.cpu_count(), "device": str(device), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "allocator": allocator.in_use()}  # tcmalloc made CPU passes ~1.3x faster (allocator.py)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -294,7 +296,7 @@ def benchmark_command(args) -> int:
         write_atomically(Path(args.json), lambda f: f.write((json.dumps(report, indent=1) + "\n").encode()))
     machine = report["machine"]
     print(f"{machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads, {device}, "
-          f"torch {torch.__version__}, {args.backend} {args.precision}")
+          f"torch {torch.__version__}, {args.backend} {args.precision}, {machine['allocator']} malloc")
     if "nominal_formula" in peaks:
         figure = f"{peaks['nominal']:.0f} GFLOP/s = " if peaks["nominal"] else ""
         print(f"nominal peak {figure}{peaks['nominal_formula']}")

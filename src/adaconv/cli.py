@@ -490,7 +490,7 @@ COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_ex
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if argv is None and args.command == "train":  # the command itself, not a call from Python
+        if argv is None:  # the command itself, not a call from Python: restart under tcmalloc (allocator.py)
             from .allocator import use_tcmalloc_if_installed
             use_tcmalloc_if_installed(sys.argv[1:])
         return COMMANDS[args.command](args)
