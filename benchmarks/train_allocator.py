@@ -42,24 +42,10 @@ def measure(args) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
 
-    from adaconv.losses import feature_statistics
-    from adaconv.models import build_model
-    from train_profile import step
+    from train_profile import step, step_inputs
 
-    torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = build_model(args.model).to(memory_format=torch.channels_last)
-    if args.model == "adaconv":  # trained-like nonzero predictors, as in train_profile.py
-        for predictor in model.kernel_predictors:
-            for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
-                torch.nn.init.normal_(conv.weight, std=1e-4)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, fused=True)
-    style_size = 256 if args.model == "adaconv" else args.crop
-    content = torch.rand(args.batch, 3, args.crop, args.crop).contiguous(memory_format=torch.channels_last)
-    style = torch.rand(args.batch, 3, style_size, style_size).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        style_features = [f.float() for f in model.encoder(style)]
-        stats = feature_statistics(style_features)
+    model, optimizer, content, style_features, stats = step_inputs(args.model, args.crop, args.batch)
     step(model, optimizer, content, style_features, stats, "fp32")
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(args.steps):
@@ -89,9 +75,9 @@ def main() -> None:
           f"steps after one warm-up\n")
     print("| allocator | s/step | user CPU s/step | system CPU s/step | page faults/step |\n|---|---|---|---|---|")
     child = [sys.executable, __file__, "--child", *sys.argv[1:]]
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     with training_paused():
         for name, extra in variants().items():
-            clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
             result = subprocess.run(child, env=clean | extra, capture_output=True, text=True)
             if result.returncode != 0:
                 print(f"| {name} | failed: {result.stderr.strip().splitlines()[-1]} | | | |")

@@ -61,6 +61,24 @@ def step(model, optimizer, content, style_features, stats, precision, timings=No
     mark("Adam step")
 
 
+def step_inputs(kind: str, crop: int, batch: int, precision: str = "fp32", layout=torch.channels_last):
+    """The model, its optimiser and random inputs for :func:`step`, as the campaign trains (seed 0)."""
+    torch.manual_seed(0)
+    model = build_model(kind).to(memory_format=layout)
+    if kind == "adaconv":  # residual init zeroes the predictors; give them trained-like nonzero weights
+        for predictor in model.kernel_predictors:
+            for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
+                torch.nn.init.normal_(conv.weight, std=1e-4)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, fused=True)  # as adaconv train does
+    style_size = 256 if kind == "adaconv" else crop
+    content = torch.rand(batch, 3, crop, crop).contiguous(memory_format=layout)
+    style = torch.rand(batch, 3, style_size, style_size).contiguous(memory_format=layout)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        style_features = [f.float() for f in model.encoder(style)]
+        stats = feature_statistics(style_features)  # the style loss's targets, as the cache serves them
+    return model, optimizer, content, style_features, stats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="adaconv", choices=("adain", "adaconv"))
@@ -73,20 +91,9 @@ def main() -> None:
                         help="the layout of the model and the batches (adaconv train uses channels_last)")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
     layout = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[args.memory_format]
-    model = build_model(args.model).to(memory_format=layout)
-    if args.model == "adaconv":  # residual init zeroes the predictors; give them trained-like nonzero weights
-        for predictor in model.kernel_predictors:
-            for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
-                torch.nn.init.normal_(conv.weight, std=1e-4)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, fused=True)  # as adaconv train does
-    style_size = 256 if args.model == "adaconv" else args.crop
-    content = torch.rand(args.batch, 3, args.crop, args.crop).contiguous(memory_format=layout)
-    style = torch.rand(args.batch, 3, style_size, style_size).contiguous(memory_format=layout)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-        style_features = [f.float() for f in model.encoder(style)]
-        stats = feature_statistics(style_features)  # the style loss's targets, as the cache serves them
+    model, optimizer, content, style_features, stats = step_inputs(args.model, args.crop, args.batch, args.precision,
+                                                                   layout)
 
     with training_paused():
         flops = count_flops(lambda: step(model, optimizer, content, style_features, stats, "fp32"))

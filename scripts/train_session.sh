@@ -60,10 +60,6 @@ else
              --checkpoint-every 100 --out "$run" "${start[@]}" "${data[@]}" "$@")
 fi
 
-if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal; then  # adaconv train preloads it where installed
-    echo "note: tcmalloc is not installed; apt-get install libtcmalloc-minimal4 makes training ~1.2x faster" \
-         "(src/adaconv/allocator.py)" >&2
-fi
 if [ "${DRY_RUN:-0}" = 1 ]; then
     printf '%q ' nice -n 10 "${command[@]}"; echo
     exit 0
