@@ -276,6 +276,23 @@ def test_a_resumed_run_at_another_style_weight_records_a_phase(data_dir, tmp_pat
     assert export_weights(run, tmp_path / "w.safetensors")["style_weight"] == 15.0
 
 
+def test_content_weight_scales_the_content_term_and_records_a_phase(data_dir, tmp_path):
+    """--content-weight w: the total is w·L_content + λ·L_style on the same batch, and a resumed run at another
+    weight records where it changed (the trade-off moved without raising λ) and exports it."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2)).train()
+    trainer = Trainer(config(data_dir, run, iterations=3, content_weight=0.5, resume=True))
+    trainer.load_data()
+    content, style = trainer.make_batch(7)[:2]
+    with torch.no_grad():
+        total, loss_c, loss_s = trainer.objective(content, style)
+    assert total.item() == pytest.approx(0.5 * loss_c.item() + 10.0 * loss_s.item(), rel=1e-5)
+    trainer.train()
+    phases = trainer.provenance["phases"]
+    assert [(p["from_iteration"], p.get("content_weight", 1.0)) for p in phases] == [(0, 1.0), (2, 0.5)]
+    assert export_weights(run, tmp_path / "w.safetensors")["content_weight"] == 0.5
+
+
 def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):
     """--resume --lr X continues at X·decay(step), not at the learning rate saved in the optimiser state."""
     run = tmp_path / "run"

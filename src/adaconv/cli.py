@@ -102,6 +102,9 @@ def add_train(commands) -> None:
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
                              "a fresh optimiser's first steps otherwise undo part of the trained weights)")
     parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
+    parser.add_argument("--content-weight", type=positive_float, default=1.0,
+                        help="the content loss's weight (the papers': 1); lowering it on a resumed run shifts the "
+                             "trade-off toward style without enlarging Adam's steps, as raising λ would")
     parser.add_argument("--style-encoder-lr-scale", type=positive_float, default=1.0, metavar="X",
                         help="AdaConv: the style encoder learns at lr times X (its wide layers can blow the style "
                              "descriptor up at the full rate; see docs/training.md)")
@@ -340,7 +343,7 @@ def run_train(args) -> int:
         model=args.model, content=args.content, style=args.style, out=args.out, iterations=args.iterations,
         batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay,
         warmup=args.warmup, style_encoder_lr_scale=args.style_encoder_lr_scale,
-        style_weight=args.style_weight, device=args.device, threads=args.threads,
+        style_weight=args.style_weight, content_weight=args.content_weight, device=args.device, threads=args.threads,
         time_limit=args.time_limit, resume=args.resume, init=args.init, seed=args.seed,
         parametrization=args.parametrization, style_statistics=args.style_statistics,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,

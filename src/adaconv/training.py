@@ -66,6 +66,7 @@ class TrainConfig:
     warmup: int = 0                   # steps of linear learning-rate warm-up from iteration 0 (for warm starts)
     style_encoder_lr_scale: float = 1.0  # AdaConv: the style encoder's learning rate is lr times this
     style_weight: float = 10.0
+    content_weight: float = 1.0       # L = content_weight·L_content + λ·L_style (the papers': 1)
     device: str = "auto"
     threads: int | None = None
     time_limit: float | None = None   # minutes
@@ -120,10 +121,12 @@ class TrainingObjective(nn.Module):
     keeps a graph (for the input gradient; VGG's weights need none).
     """
 
-    def __init__(self, model: StyleTransferModel, style_weight: float, statistics_size: int | None = None):
+    def __init__(self, model: StyleTransferModel, style_weight: float, statistics_size: int | None = None,
+                 content_weight: float = 1.0):
         super().__init__()
         self.model = model
         self.style_weight = style_weight
+        self.content_weight = content_weight
         self.statistics_size = statistics_size  # AdaConv: read the style's statistics at this size (None: as given)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor | None = None,
@@ -152,7 +155,8 @@ class TrainingObjective(nn.Module):
         output_features = encoder(output)
         loss_c = content_loss(output_features[-1], target)
         loss_s = style_loss(output_features, style_stats)
-        return loss_c + self.style_weight * loss_s, loss_c.detach(), loss_s.detach()
+        total = self.content_weight * loss_c + self.style_weight * loss_s
+        return total, loss_c.detach(), loss_s.detach()
 
 
 def learning_rate_factor(decay: float, warmup: int = 0):
@@ -174,7 +178,7 @@ def learning_rate_factor(decay: float, warmup: int = 0):
 STYLE_STATISTICS = ("crop", "square")
 DEFAULT_STYLE_STATISTICS = LEGACY_STYLE_STATISTICS = "square"
 # what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
-PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0}
+PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0, "content_weight": 1.0}
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
 DIVERGENCE_FACTOR = 20.0  # a log window's mean loss this many times the recent median is a divergence
@@ -241,7 +245,9 @@ class Trainer:
         except ValueError as error:
             raise AdaconvError(str(error)) from None
         self.model.to(self.device, memory_format=torch.channels_last)
-        self.objective = TrainingObjective(self.model, config.style_weight)
+        if config.content_weight <= 0:
+            raise AdaconvError(f"--content-weight {config.content_weight}: must be positive")
+        self.objective = TrainingObjective(self.model, config.style_weight, content_weight=config.content_weight)
         if config.style_encoder_lr_scale <= 0:
             raise AdaconvError(f"--style-encoder-lr-scale {config.style_encoder_lr_scale}: must be positive")
         groups = parameter_groups(self.model, config.lr, config.style_encoder_lr_scale)
@@ -288,7 +294,7 @@ class Trainer:
                 load_trainable_tensors(self.average.module, self._checkpoint_average["weights"], source=checkpoint)
                 self.average.n_averaged.fill_(self._checkpoint_average["updates"])
             self.average_objective = TrainingObjective(self.average.module, config.style_weight,
-                                                       self._statistics_size())
+                                                       self._statistics_size(), config.content_weight)
         self.style_cache = None
         if config.model == "adaconv" and config.style_cache_gb > 0:
             # the budget is the machine's: split between the data-parallel processes that run on it
@@ -401,7 +407,8 @@ class Trainer:
         they change, can be read per phase."""
         phases = self.provenance.setdefault("phases", [])
         batch = self.config.batch_size * self.world_size
-        recipe = {"crop_size": self.config.crop_size, "batch_size": batch, "style_weight": self.config.style_weight}
+        recipe = {"crop_size": self.config.crop_size, "batch_size": batch, "style_weight": self.config.style_weight,
+                  "content_weight": self.config.content_weight}
         if self.config.model == "adaconv":
             recipe["style_statistics"] = self.config.style_statistics
         if phases and all(phases[-1].get(key, PHASE_DEFAULTS.get(key)) == value for key, value in recipe.items()):
@@ -818,6 +825,8 @@ def plot_losses(log_path: Path, target: Path, phases: list[dict] | None = None) 
             label = f"crop {phase['crop_size']}, batch {phase['batch_size']}"
             if "style_weight" in phase:
                 label += f", λ {phase['style_weight']:g}"
+            if phase.get("content_weight", 1.0) != 1.0:
+                label += f", content × {phase['content_weight']:g}"
             axis.annotate(label,
                           (phase["from_iteration"], 1.0), xycoords=("data", "axes fraction"),
                           xytext=(-2, -4), textcoords="offset points", fontsize=7, color="grey",
@@ -897,6 +906,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "crop_size": config["crop_size"],
         "batch_size": config["batch_size"] * state.get("world_size", 1),
         "style_weight": config["style_weight"],
+        "content_weight": config.get("content_weight", 1.0),
         "lr": config["lr"],
         "lr_decay": config["lr_decay"],
         "warmup": config.get("warmup", 0),
