@@ -14,7 +14,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adaconv.benchmark_command import STYLE_SIDE, load_stylizer
-from adaconv.benchmarking import PeakRSS, cpu_peak_gflops, find_training_processes, training_paused
+from adaconv.benchmarking import (
+    PEAK_CALL_SECONDS,
+    PeakRSS,
+    cpu_peak_gflops,
+    grow_within_budget,
+    find_training_processes,
+    training_paused,
+)
 from adaconv.cli import main
 from adaconv.models import StyleCode
 from adaconv.preprocessing import prepare_style
@@ -70,6 +77,16 @@ def test_bf16_run_reports_against_bf16_peaks(tmp_path, adain_weights):
     report = json.loads(path.read_text())
     assert report["precision"] == "bf16" and report["results"][0]["backend"] == "torch bf16"
     assert "BF16" in report["peaks_gflops"]["measured_how"] and report["results"][0]["flop"] > 0
+
+
+def test_peak_problems_grow_only_while_the_next_call_fits_the_budget():
+    """A slow unit (BF16 emulated: ~1 GFLOP/s here) stops at a smaller problem instead of spending minutes at the
+    fast unit's size; a fast one reaches the largest."""
+    def sleeper(seconds_per_unit):
+        return lambda size: (lambda: time.sleep(seconds_per_unit * size))
+
+    assert grow_within_budget(sleeper(0.3 * PEAK_CALL_SECONDS), (1, 2, 4), growth=2)[1] == 2  # 0.6 budget, then 1.2: stop
+    assert grow_within_budget(sleeper(0.0), (1, 2, 4), growth=2)[1] == 4
 
 
 def test_nominal_peak_formula_matches_its_number():

@@ -28,7 +28,7 @@ from .benchmarking import (
     count_flops,
     cpu_name,
     cpu_peak_gflops,
-    measured_peak_gflops,
+    measured_peak,
     median_seconds,
     physical_cores,
     synchronise,
@@ -250,8 +250,8 @@ def device_peaks(device: torch.device, precision: str) -> dict:
     """The yardsticks for "share of peak", both in the benchmark's precision: on a CPU the nominal figure from its
     flags and clock, and on any device the best rate measured."""
     dtype = DTYPES[precision]
-    peaks: dict = {"measured": significant(measured_peak_gflops(dtype=dtype, device=device)),
-                   "measured_how": f"best of a 2048² matmul and a channels_last 3×3 conv ({precision.upper()})"}
+    measured, how = measured_peak(dtype=dtype, device=device)
+    peaks: dict = {"measured": significant(measured), "measured_how": f"{how} ({precision.upper()})"}
     if device.type == "cpu":
         nominal, formula = cpu_peak_gflops(precision)
         peaks.update(nominal=None if nominal is None else significant(nominal), nominal_formula=formula)
