@@ -18,8 +18,8 @@ from adaconv.benchmarking import (
     PEAK_CALL_SECONDS,
     PeakRSS,
     cpu_peak_gflops,
-    grow_within_budget,
     find_training_processes,
+    grow_within_budget,
     training_paused,
 )
 from adaconv.cli import main
@@ -85,7 +85,7 @@ def test_peak_problems_grow_only_while_the_next_call_fits_the_budget():
     def sleeper(seconds_per_unit):
         return lambda size: (lambda: time.sleep(seconds_per_unit * size))
 
-    assert grow_within_budget(sleeper(0.3 * PEAK_CALL_SECONDS), (1, 2, 4), growth=2)[1] == 2  # 0.6 budget, then 1.2: stop
+    assert grow_within_budget(sleeper(0.3 * PEAK_CALL_SECONDS), (1, 2, 4), growth=2)[1] == 2  # 0.6, then 1.2: stop
     assert grow_within_budget(sleeper(0.0), (1, 2, 4), growth=2)[1] == 4
 
 
