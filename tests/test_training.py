@@ -35,7 +35,8 @@ def held_out_loss(trainer, steps=range(10_000, 10_006)):
 def test_loss_falls_over_real_steps(data_dir, tmp_path, kind, lr):
     """30 steps at batch 2, 64 px. (AdaConv's predicted kernels diverge at lr 5e-4: see docs/training.md.)"""
     torch.manual_seed(0)
-    trainer = Trainer(config(data_dir, tmp_path / kind, model=kind, iterations=30, lr=lr, lr_decay=0.0))
+    trainer = Trainer(config(data_dir, tmp_path / kind, model=kind, iterations=30, lr=lr, lr_decay=0.0,
+                             checkpoint_every=30))  # AdaConv: ~1 GB per checkpoint
     trainer.load_data()
     before = held_out_loss(trainer)
     trainer.train()
