@@ -305,6 +305,21 @@ def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):
     assert float(rows[-1].split(",")[5]) == pytest.approx(3e-4 / (1 + 0.5 * 3), rel=1e-3)
 
 
+def test_a_plain_resume_keeps_the_runs_own_learning_rate(data_dir, tmp_path):
+    """A rate lowered on one --resume holds on the next plain --resume, as the seed does; a new run starts at 1e-4."""
+    run = tmp_path / "run"
+    fresh = Trainer(config(data_dir, run, iterations=2, lr_decay=0.5))
+    assert fresh.config.lr == pytest.approx(1e-4)
+    fresh.train()
+    Trainer(config(data_dir, run, iterations=3, lr=4e-5, lr_decay=0.5, resume=True)).train()
+    trainer = Trainer(config(data_dir, run, iterations=4, lr_decay=0.5, resume=True))
+    assert trainer.config.lr == pytest.approx(4e-5)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(4e-5 / (1 + 0.5 * 3))
+    trainer.train()
+    rows = (run / "log.csv").read_text().splitlines()
+    assert float(rows[-1].split(",")[5]) == pytest.approx(4e-5 / (1 + 0.5 * 4), rel=1e-3)
+
+
 def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(data_dir, tmp_path):
     """Checkpoints from before fused Adam (param groups say fused=None) must not fall back to the per-tensor
     loop, which cost AdaConv ~0.5 s a step; the run goes on from them to the same weights as from a fused one."""

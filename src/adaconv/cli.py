@@ -96,7 +96,9 @@ def add_train(commands) -> None:
     parser.add_argument("--iterations", type=positive_int, default=160_000)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--crop-size", type=positive_int, default=128)
-    parser.add_argument("--lr", type=positive_float, default=1e-4)
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="Adam's learning rate before decay (default: 1e-4, the papers'; on --resume: the "
+                             "run's own, so a lowered rate holds across sessions)")
     parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
     parser.add_argument("--warmup", type=non_negative_int, default=0, metavar="STEPS",
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "

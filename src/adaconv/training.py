@@ -61,7 +61,7 @@ class TrainConfig:
     iterations: int = 160_000
     batch_size: int = 8
     crop_size: int = 128
-    lr: float = 1e-4
+    lr: float | None = None           # None: DEFAULT_LR for a new run, the run's own on --resume
     lr_decay: float = 5e-5
     warmup: int = 0                   # steps of linear learning-rate warm-up from iteration 0 (for warm starts)
     style_encoder_lr_scale: float = 1.0  # AdaConv: the style encoder's learning rate is lr times this
@@ -176,6 +176,7 @@ def learning_rate_factor(decay: float, warmup: int = 0):
 # in session 9 on a paired run (same batches, ~550 steps from one checkpoint): "crop" scored worse at 512 px on
 # content (+4.1%) and style (+16%) distance, so "square" stays the default.
 STYLE_STATISTICS = ("crop", "square")
+DEFAULT_LR = 1e-4  # the papers' Adam learning rate (SPEC)
 DEFAULT_STYLE_STATISTICS = LEGACY_STYLE_STATISTICS = "square"
 # what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
 PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0, "content_weight": 1.0}
@@ -250,12 +251,15 @@ class Trainer:
         self.objective = TrainingObjective(self.model, config.style_weight, content_weight=config.content_weight)
         if config.style_encoder_lr_scale <= 0:
             raise AdaconvError(f"--style-encoder-lr-scale {config.style_encoder_lr_scale}: must be positive")
-        groups = parameter_groups(self.model, config.lr, config.style_encoder_lr_scale)
-        self.group_scales = [group["lr"] / config.lr for group in groups]
+        if config.lr is not None and config.lr <= 0:
+            raise AdaconvError(f"--lr {config.lr}: must be positive")
+        lr = config.lr or DEFAULT_LR  # a resumed run's own rate replaces it when its checkpoint is read
+        groups = parameter_groups(self.model, lr, config.style_encoder_lr_scale)
+        self.group_scales = [group["lr"] / lr for group in groups]
         # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
         # AdaConv's 59 M parameters the default loop cost 0.32 s of a ~3 s one-thread step (docs/benchmarks.md)
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=self.fused_adam or None)
+        self.optimizer = torch.optim.Adam(groups, lr=lr, fused=self.fused_adam or None)
         self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
         schedule = learning_rate_factor(config.lr_decay, config.warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
@@ -277,6 +281,8 @@ class Trainer:
             self._warm_start(config.init)
         if self.config.seed is None:
             self.config = config = dataclasses.replace(config, seed=0)
+        if self.config.lr is None:
+            self.config = dataclasses.replace(self.config, lr=DEFAULT_LR)
         if self.config.style_statistics is None:
             self.config = dataclasses.replace(self.config, style_statistics=DEFAULT_STYLE_STATISTICS)
         config = self.config  # a resumed run's own seed and recipe
@@ -338,6 +344,12 @@ class Trainer:
         elif self.config.seed != run_seed and self.is_main:
             print(f"adaconv train: --seed {self.config.seed} differs from this run's seed {run_seed}: "
                   f"its batches follow seed {self.config.seed} from here on", file=sys.stderr)
+        run_lr = state.get("config", {}).get("lr") or DEFAULT_LR
+        if self.config.lr is None:  # a lowered learning rate must survive the next session's plain --resume
+            self.config = dataclasses.replace(self.config, lr=run_lr)
+        elif self.config.lr != run_lr and self.is_main:
+            print(f"adaconv train: --lr {self.config.lr:g} differs from this run's {run_lr:g}: "
+                  f"it rules from here on", file=sys.stderr)
         run_statistics = state.get("config", {}).get("style_statistics") or LEGACY_STYLE_STATISTICS
         if self.config.style_statistics is None:  # like the seed: a resumed run keeps its recipe unless told
             self.config = dataclasses.replace(self.config, style_statistics=run_statistics)
@@ -349,8 +361,8 @@ class Trainer:
             group["fused"] = self.fused_adam or None
         self.scheduler.load_state_dict(state["scheduler"])
         self.iteration = state["iteration"]
-        # The saved optimiser carries the old learning rate; --lr and --lr-decay of this invocation rule from here
-        # (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
+        # The saved optimiser carries the old learning rate; the run's lr (or this invocation's --lr) and --lr-decay
+        # rule from here (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
         factor = learning_rate_factor(self.config.lr_decay, self.config.warmup)(self.scheduler.last_epoch)
         self.scheduler.base_lrs = [self.config.lr * scale for scale in self.group_scales]
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
