@@ -346,10 +346,7 @@ class Trainer:
                   f"its batches follow seed {self.config.seed} from here on", file=sys.stderr)
         run_lr = state.get("config", {}).get("lr") or DEFAULT_LR
         if self.config.lr is None:  # a lowered learning rate must survive the next session's plain --resume
-            self.config = dataclasses.replace(self.config, lr=run_lr)
-        elif self.config.lr != run_lr and self.is_main:
-            print(f"adaconv train: --lr {self.config.lr:g} differs from this run's {run_lr:g}: "
-                  f"it rules from here on", file=sys.stderr)
+            self.config = dataclasses.replace(self.config, lr=run_lr)  # (a given --lr rules; log.csv shows it)
         run_statistics = state.get("config", {}).get("style_statistics") or LEGACY_STYLE_STATISTICS
         if self.config.style_statistics is None:  # like the seed: a resumed run keeps its recipe unless told
             self.config = dataclasses.replace(self.config, style_statistics=run_statistics)
