@@ -320,6 +320,19 @@ def test_a_plain_resume_keeps_the_runs_own_learning_rate(data_dir, tmp_path):
     assert float(rows[-1].split(",")[5]) == pytest.approx(4e-5 / (1 + 0.5 * 4), rel=1e-3)
 
 
+def test_a_run_stopped_during_its_warmup_goes_on_ramping_after_a_plain_resume(data_dir, tmp_path):
+    """A warm start stopped at step 2 of an 8-step warm-up resumes at 3/8 of the rate and ramps on, rather than
+    jumping to the full rate; the run's warm-up is kept in its checkpoint (and so in exported provenance)."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2, lr_decay=0.0, warmup=8)).train()
+    trainer = Trainer(config(data_dir, run, iterations=3, lr_decay=0.0, resume=True))
+    assert trainer.config.warmup == 8
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 3 / 8)
+    trainer.train()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 4 / 8)
+    assert torch.load(run / CHECKPOINT, weights_only=False)["config"]["warmup"] == 8
+
+
 def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(data_dir, tmp_path):
     """Checkpoints from before fused Adam (param groups say fused=None) must not fall back to the per-tensor
     loop, which cost AdaConv ~0.5 s a step; the run goes on from them to the same weights as from a fused one."""

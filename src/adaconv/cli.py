@@ -100,9 +100,10 @@ def add_train(commands) -> None:
                         help="Adam's learning rate before decay (default: 1e-4, the papers'; on --resume: the "
                              "run's own, so a lowered rate holds across sessions)")
     parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
-    parser.add_argument("--warmup", type=non_negative_int, default=0, metavar="STEPS",
+    parser.add_argument("--warmup", type=non_negative_int, default=None, metavar="STEPS",
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
-                             "a fresh optimiser's first steps otherwise undo part of the trained weights)")
+                             "a fresh optimiser's first steps otherwise undo part of the trained weights; "
+                             "default 0, on --resume the run's own)")
     parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
     parser.add_argument("--content-weight", type=positive_float, default=1.0,
                         help="the content loss's weight (the papers': 1); lowering it on a resumed run shifts the "

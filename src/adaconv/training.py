@@ -63,7 +63,8 @@ class TrainConfig:
     crop_size: int = 128
     lr: float | None = None           # None: DEFAULT_LR for a new run, the run's own on --resume
     lr_decay: float = 5e-5
-    warmup: int = 0                   # steps of linear learning-rate warm-up from iteration 0 (for warm starts)
+    warmup: int | None = None         # steps of linear lr warm-up from iteration 0 (warm starts); None: 0, or the
+                                      # run's own on --resume (a run stopped mid-warm-up goes on ramping)
     style_encoder_lr_scale: float = 1.0  # AdaConv: the style encoder's learning rate is lr times this
     style_weight: float = 10.0
     content_weight: float = 1.0       # L = content_weight·L_content + λ·L_style (the papers': 1)
@@ -261,7 +262,7 @@ class Trainer:
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
         self.optimizer = torch.optim.Adam(groups, lr=lr, fused=self.fused_adam or None)
         self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
-        schedule = learning_rate_factor(config.lr_decay, config.warmup)
+        schedule = learning_rate_factor(config.lr_decay, config.warmup or 0)  # a resumed run's: re-made on load
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         if not 0.0 <= config.ema_decay < 1.0:
             raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
@@ -283,6 +284,8 @@ class Trainer:
             self.config = config = dataclasses.replace(config, seed=0)
         if self.config.lr is None:
             self.config = dataclasses.replace(self.config, lr=DEFAULT_LR)
+        if self.config.warmup is None:
+            self.config = dataclasses.replace(self.config, warmup=0)
         if self.config.style_statistics is None:
             self.config = dataclasses.replace(self.config, style_statistics=DEFAULT_STYLE_STATISTICS)
         config = self.config  # a resumed run's own seed and recipe
@@ -347,6 +350,8 @@ class Trainer:
         run_lr = state.get("config", {}).get("lr") or DEFAULT_LR
         if self.config.lr is None:  # a lowered learning rate must survive the next session's plain --resume
             self.config = dataclasses.replace(self.config, lr=run_lr)  # (a given --lr rules; log.csv shows it)
+        if self.config.warmup is None:  # likewise its warm-up, so that a run stopped at step 100 of 200 still ramps
+            self.config = dataclasses.replace(self.config, warmup=state.get("config", {}).get("warmup") or 0)
         run_statistics = state.get("config", {}).get("style_statistics") or LEGACY_STYLE_STATISTICS
         if self.config.style_statistics is None:  # like the seed: a resumed run keeps its recipe unless told
             self.config = dataclasses.replace(self.config, style_statistics=run_statistics)
@@ -360,7 +365,9 @@ class Trainer:
         self.iteration = state["iteration"]
         # The saved optimiser carries the old learning rate; the run's lr (or this invocation's --lr) and --lr-decay
         # rule from here (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
-        factor = learning_rate_factor(self.config.lr_decay, self.config.warmup)(self.scheduler.last_epoch)
+        schedule = learning_rate_factor(self.config.lr_decay, self.config.warmup)
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        factor = schedule(self.scheduler.last_epoch)
         self.scheduler.base_lrs = [self.config.lr * scale for scale in self.group_scales]
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["initial_lr"], group["lr"] = base, base * factor
