@@ -53,9 +53,11 @@ data=(--content ../shared/data/train/content --style ../shared/data/train/style
       --val-every 250 --sample-every 250 --time-limit "$minutes")
 if [ "$model" = adaconv ]; then
     # one process of two threads (its 59 M gradients make data-parallel processes slower); the style encoder at a
-    # tenth of the learning rate (session 7: at the full rate it diverged at ~555 steps)
+    # tenth of the learning rate (session 7: at the full rate it diverged at ~555 steps); 256² crops, the finishing
+    # phase since session 20 (`train --resume` does not keep a run's crop size, so it is named here; a later
+    # --crop-size among the extra options wins)
     command=(python -m adaconv train --model adaconv --batch-size 8 --threads 2 --style-encoder-lr-scale 0.1
-             --checkpoint-every 50 --out "$run" "${start[@]}" "${data[@]}" "$@")
+             --crop-size 256 --checkpoint-every 50 --out "$run" "${start[@]}" "${data[@]}" "$@")
 else
     # two data-parallel processes of one thread, batch 4 each (= 8), at 256² crops (the phase since session 5)
     command=(python -m torch.distributed.run --nproc-per-node 2 --master-port 29511
