@@ -54,8 +54,8 @@ data=(--content ../shared/data/train/content --style ../shared/data/train/style
 if [ "$model" = adaconv ]; then
     # one process of two threads (its 59 M gradients make data-parallel processes slower); the style encoder at a
     # tenth of the learning rate (session 7: at the full rate it diverged at ~555 steps); 256² crops, the finishing
-    # phase since session 20 (`train --resume` does not keep a run's crop size, so it is named here; a later
-    # --crop-size among the extra options wins)
+    # phase since session 20 (a resumed run would keep them anyway; named so that a warm start gets them too; a
+    # later --crop-size among the extra options wins)
     command=(python -m adaconv train --model adaconv --batch-size 8 --threads 2 --style-encoder-lr-scale 0.1
              --crop-size 256 --checkpoint-every 50 --out "$run" "${start[@]}" "${data[@]}" "$@")
 else

@@ -190,6 +190,17 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     # stopping at once: no final validation (torchrun kills workers 30 s after a SIGTERM)
     assert not (out / "val.csv").exists() or len((out / "val.csv").read_text().splitlines()) <= 1
     assert not list((out / "samples").glob("*.png"))
+    # a plain --resume from the command line goes on with the run's recipe (64² crops, batch 1), not the defaults
+    command = [sys.executable, "-m", "adaconv", "train", "--model", "adain", "--content",
+               data_dir / "train" / "content", "--style", data_dir / "train" / "style", "--out", out, "--resume",
+               "--max-images", "8",
+               "--iterations", summary["iteration"] + 1, "--sample-every", "0"]
+    resumed = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    state = torch.load(out / CHECKPOINT, weights_only=False)
+    assert state["iteration"] == summary["iteration"] + 1
+    assert (state["config"]["crop_size"], state["config"]["batch_size"]) == (64, 1)
+    assert "differs" not in resumed.stderr and len(state["provenance"]["phases"]) == 1
 
 
 def torchrun_command(data_dir, out, *arguments, port):
@@ -318,6 +329,72 @@ def test_a_plain_resume_keeps_the_runs_own_learning_rate(data_dir, tmp_path):
     trainer.train()
     rows = (run / "log.csv").read_text().splitlines()
     assert float(rows[-1].split(",")[5]) == pytest.approx(4e-5 / (1 + 0.5 * 4), rel=1e-3)
+
+
+RECIPE_OF_A_RUN = dict(iterations=2, batch_size=1, crop_size=72, lr=3e-4, lr_decay=0.25, warmup=4,
+                      style_encoder_lr_scale=0.5, style_weight=12.0, content_weight=0.75, seed=9, ema_decay=0.9)
+
+
+def test_a_plain_resume_keeps_the_runs_whole_recipe(data_dir, tmp_path, capsys):
+    """A run set up away from every default goes on as it was on a plain --resume (the campaign's 256² phase
+    once fell back to 128² that way): same crops, rates, weights and averaging, and no new phase recorded."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, **RECIPE_OF_A_RUN)).train()
+    unset = {field: None for field in RECIPE_OF_A_RUN}
+    trainer = Trainer(config(data_dir, run, resume=True, **unset))
+    assert {field: getattr(trainer.config, field) for field in RECIPE_OF_A_RUN} == RECIPE_OF_A_RUN
+    assert "differs" not in capsys.readouterr().err
+    assert trainer.objective.style_weight == 12.0 and trainer.objective.content_weight == 0.75
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 3 / 4 / (1 + 0.25 * 2))
+    trainer.load_data()
+    content, style, _ = trainer.make_batch(2)
+    assert content.shape == style.shape == (1, 3, 72, 72)
+    assert trainer.train()["iteration"] == 2  # the run's own total: nothing left to do
+    trainer = Trainer(config(data_dir, run, resume=True, **(unset | {"iterations": 3})))
+    summary = trainer.train()
+    assert (summary["iteration"], summary["images_seen"]) == (3, 3)
+    assert len(trainer.provenance["phases"]) == 1 and trainer.average.n_averaged.item() == 3
+
+
+def test_an_option_given_on_resume_changes_the_recipe_and_says_so(data_dir, tmp_path, capsys):
+    """A given value rules over the run's own and is named once on stderr; defaults never override a run."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, **RECIPE_OF_A_RUN)).train()
+    capsys.readouterr()
+    trainer = Trainer(config(data_dir, run, resume=True, iterations=None, batch_size=None, crop_size=96,
+                             lr=None, style_weight=None))
+    assert (trainer.config.crop_size, trainer.config.batch_size, trainer.config.lr) == (96, 1, 3e-4)
+    err = capsys.readouterr().err
+    assert "--crop-size 96 differs from this run's 72" in err and err.count("differs") == 1
+    assert [p["crop_size"] for p in trainer.provenance["phases"]] == [72, 96]
+
+
+def test_a_new_run_takes_the_defaults(data_dir, tmp_path):
+    from adaconv.training import RECIPE_DEFAULTS
+
+    trainer = Trainer(TrainConfig(model="adain", content=str(data_dir / "train" / "content"),
+                                  style=str(data_dir / "train" / "style"), out=str(tmp_path / "run"),
+                                  max_images=2, progress=False))
+    assert {field: getattr(trainer.config, field) for field in RECIPE_DEFAULTS} == RECIPE_DEFAULTS
+    assert (trainer.config.crop_size, trainer.config.lr, trainer.config.iterations) == (128, 1e-4, 160_000)
+
+
+def test_resume_refuses_a_file_that_is_not_a_training_checkpoint(data_dir, tmp_path):
+    from adaconv.errors import AdaconvError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"weights": torch.zeros(2)}, run / CHECKPOINT)
+    with pytest.raises(AdaconvError, match="not an adaconv training checkpoint"):
+        Trainer(config(data_dir, run, resume=True))
+    (run / CHECKPOINT).write_bytes(b"not a pickle")
+    with pytest.raises(AdaconvError, match="cannot read checkpoint"):
+        Trainer(config(data_dir, run, resume=True))
+    # checked before the model is built: weights of one AdaConv layer form cannot go on in the other
+    torch.save({"model": {}, "optimizer": {}, "model_kind": "adaconv", "config": {"parametrization": "paper"}},
+               run / CHECKPOINT)
+    with pytest.raises(AdaconvError, match="is a paper AdaConv run"):
+        Trainer(config(data_dir, run, model="adaconv", resume=True, parametrization="residual"))
 
 
 def test_a_run_stopped_during_its_warmup_goes_on_ramping_after_a_plain_resume(data_dir, tmp_path):
@@ -461,8 +538,10 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data
                  "--log-every", "1", "--sample-every", "0", "--lr", "0.05", "--warmup", "0"]
     assert main(arguments) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    # each run's first line says its precision (two runs here); then the error, in one line, no traceback
-    assert all(" on cpu (" in line for line in lines[:-1]) and len(lines) == 3
+    # each run's first line says its precision (two runs here), the resume names the changed rate; then the
+    # error, in one line, no traceback
+    assert lines[1].endswith("--lr 0.05 differs from this run's 0.0001: it applies from here on")
+    assert " on cpu (" in lines[0] and " on cpu (" in lines[2] and len(lines) == 4
     assert "training diverged at iteration" in lines[-1] and "--resume it with a lower --lr" in lines[-1]
     after = torch.load(run / CHECKPOINT, weights_only=False)
     rows = (run / "log.csv").read_text().splitlines()

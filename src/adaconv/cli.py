@@ -39,6 +39,7 @@ def _number(convert, accept, wanted: str):
 positive_int = _number(int, lambda v: v > 0, "a positive whole number")
 non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 stability_float = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
@@ -88,37 +89,41 @@ def add_model_options(parser) -> None:
 
 
 def add_train(commands) -> None:
-    parser = commands.add_parser("train", help="train a model (resumable, time-limited, multi-process)")
+    parser = commands.add_parser(
+        "train", help="train a model (resumable, time-limited, multi-process)",
+        description="Train AdaIN or AdaConv. On --resume a run keeps its recipe (iterations, batch and crop size, lr "
+                    "and its decay and warm-up, λ and the content weight, the style encoder's lr scale, seed, "
+                    "parametrization, style statistics, averaging), read from its checkpoint: an option given "
+                    "with --resume changes it from there on, and the run records the change.")
     parser.add_argument("--model", choices=("adain", "adaconv"), required=True)
     parser.add_argument("--content", required=True, metavar="DIR", help="folder of content photos")
     parser.add_argument("--style", required=True, metavar="DIR", help="folder of style paintings")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoint, logs, samples)")
-    parser.add_argument("--iterations", type=positive_int, default=160_000)
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--crop-size", type=positive_int, default=128)
+    parser.add_argument("--iterations", type=positive_int, help="the run's total steps (default 160000)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per step and process (default 8)")
+    parser.add_argument("--crop-size", type=positive_int,
+                        help="training crop S: random SxS crops (default 128; the finishing phase: 256)")
     parser.add_argument("--lr", type=positive_float, default=None,
-                        help="Adam's learning rate before decay (default: 1e-4, the papers'; on --resume: the "
-                             "run's own, so a lowered rate holds across sessions)")
-    parser.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + decay * iteration)")
+                        help="Adam's learning rate before decay (default 1e-4, the papers')")
+    parser.add_argument("--lr-decay", type=non_negative_float, help="lr / (1 + decay * iteration) (default 5e-5)")
     parser.add_argument("--warmup", type=non_negative_int, default=None, metavar="STEPS",
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
                              "a fresh optimiser's first steps otherwise undo part of the trained weights; "
-                             "default 0, on --resume the run's own)")
-    parser.add_argument("--style-weight", type=positive_float, default=10.0, help="λ")
-    parser.add_argument("--content-weight", type=positive_float, default=1.0,
-                        help="the content loss's weight (the papers': 1); lowering it on a resumed run shifts the "
-                             "trade-off toward style without enlarging Adam's steps, as raising λ would")
-    parser.add_argument("--style-encoder-lr-scale", type=positive_float, default=1.0, metavar="X",
-                        help="AdaConv: the style encoder learns at lr times X (its wide layers can blow the style "
-                             "descriptor up at the full rate; see docs/training.md)")
+                             "default 0)")
+    parser.add_argument("--style-weight", type=positive_float, help="λ (default 10)")
+    parser.add_argument("--content-weight", type=positive_float,
+                        help="the content loss's weight (default 1, the papers'); lowering it on a resumed run "
+                             "shifts the trade-off toward style without enlarging Adam's steps, as raising λ would")
+    parser.add_argument("--style-encoder-lr-scale", type=positive_float, metavar="X",
+                        help="AdaConv: the style encoder learns at lr times X (default 1; its wide layers can blow "
+                             "the style descriptor up at the full rate; see docs/training.md)")
     parser.add_argument("--style-statistics", choices=("crop", "square"),
                         help="AdaConv: the scale at which the style's channel statistics (the style loss's target "
                              "and the AdaIN base) are read: crop: the style resized to the crop size, the "
                              "content's scale, as stylize reads a style (measured worse, docs/training.md session 9); "
-                             "square: the 256x256 image the style encoder reads (default). Default on "
-                             "--resume: the run's own")
-    parser.add_argument("--parametrization", choices=("residual", "paper"), default="residual",
-                        help="AdaConv layer form (residual: starts as AdaIN; paper: the paper's)")
+                             "square: the 256x256 image the style encoder reads (default)")
+    parser.add_argument("--parametrization", choices=("residual", "paper"),
+                        help="AdaConv layer form (residual, the default: starts as AdaIN; paper: the paper's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -127,8 +132,7 @@ def add_train(commands) -> None:
                         help="stop cleanly with a checkpoint before this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--init", metavar="WEIGHTS", help="warm start from a weights file (fresh optimiser)")
-    parser.add_argument("--seed", type=non_negative_int,
-                        help="the batches' order (default: 0 for a new run, the run's own on --resume)")
+    parser.add_argument("--seed", type=non_negative_int, help="the batches' order (default 0)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=100)
     parser.add_argument("--sample-every", type=int, default=500, help="contact sheet every N steps (0: never)")
     parser.add_argument("--log-every", type=positive_int, default=10)
@@ -139,9 +143,9 @@ def add_train(commands) -> None:
     parser.add_argument("--style-cache-gb", type=float, default=10.0,
                         help="AdaConv: this machine's memory for cached style features, split between its "
                              "data-parallel processes (0: recompute every step, with flips)")
-    parser.add_argument("--ema-decay", type=float, default=0.999,
+    parser.add_argument("--ema-decay", type=float,
                         help="keep an exponential moving average of the weights with this decay, scored on the "
-                             "held-out pairs and exported by default (0: none)")
+                             "held-out pairs and exported by default (default 0.999; 0: none)")
 
 
 def add_export_weights(commands) -> None:

@@ -54,28 +54,30 @@ LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", 
 
 @dataclass
 class TrainConfig:
+    """One invocation of ``adaconv train``. The recipe fields (RECIPE_DEFAULTS) default to None: a new run takes
+    the defaults, a resumed run its own values, kept in its checkpoint; a value given here rules either way."""
     model: str
     content: str
     style: str
     out: str
-    iterations: int = 160_000
-    batch_size: int = 8
-    crop_size: int = 128
-    lr: float | None = None           # None: DEFAULT_LR for a new run, the run's own on --resume
-    lr_decay: float = 5e-5
-    warmup: int | None = None         # steps of linear lr warm-up from iteration 0 (warm starts); None: 0, or the
-                                      # run's own on --resume (a run stopped mid-warm-up goes on ramping)
-    style_encoder_lr_scale: float = 1.0  # AdaConv: the style encoder's learning rate is lr times this
-    style_weight: float = 10.0
-    content_weight: float = 1.0       # L = content_weight·L_content + λ·L_style (the papers': 1)
+    iterations: int | None = None     # the run's total steps
+    batch_size: int | None = None     # per process
+    crop_size: int | None = None
+    lr: float | None = None
+    lr_decay: float | None = None
+    warmup: int | None = None         # steps of linear lr warm-up from iteration 0 (warm starts); a run stopped
+                                      # mid-warm-up goes on ramping after a plain --resume
+    style_encoder_lr_scale: float | None = None  # AdaConv: the style encoder's learning rate is lr times this
+    style_weight: float | None = None
+    content_weight: float | None = None  # L = content_weight·L_content + λ·L_style (the papers': 1)
     device: str = "auto"
     threads: int | None = None
     time_limit: float | None = None   # minutes
     resume: bool = False
     init: str | None = None
-    seed: int | None = None           # batch order; None: 0 for a new run, the run's own on --resume
-    parametrization: str = "residual"
-    style_statistics: str | None = None  # AdaConv: "crop" or "square" (see STYLE_STATISTICS); None: the default
+    seed: int | None = None           # batch order
+    parametrization: str | None = None
+    style_statistics: str | None = None  # AdaConv: "crop" or "square" (see STYLE_STATISTICS)
     precision: str = "auto"           # auto: bf16 autocast where it is fast (bf16_is_fast); or "fp32" / "bf16"
     checkpoint_every: int = 100
     sample_every: int = 500
@@ -86,7 +88,7 @@ class TrainConfig:
     val_every: int = 500
     val_pairs: tuple[int, int] = (5, 8)  # contents x styles of the fixed validation subset
     style_cache_gb: float = 10.0      # AdaConv: memory for cached style features (0: no cache, styles flipped)
-    ema_decay: float = 0.999          # exponential moving average of the weights, exported by default (0: none)
+    ema_decay: float | None = None    # exponential moving average of the weights, exported by default (0: none)
     progress: bool | None = None      # None: a bar when attached to a terminal
 
 
@@ -181,6 +183,29 @@ DEFAULT_LR = 1e-4  # the papers' Adam learning rate (SPEC)
 DEFAULT_STYLE_STATISTICS = LEGACY_STYLE_STATISTICS = "square"
 # what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
 PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0, "content_weight": 1.0}
+# A run's recipe and the values a new run takes. On --resume, a field not given takes the run's own value from its
+# checkpoint (or, for a checkpoint older than the field, this default, which every such run used): a plain
+# `--resume` goes on as the run was last set up (a lowered lr, the 256² finishing phase, a λ experiment, the
+# style encoder's slower rate), where falling back to the defaults would silently change the recipe.
+RECIPE_DEFAULTS = {"iterations": 160_000, "batch_size": 8, "crop_size": 128, "lr": DEFAULT_LR, "lr_decay": 5e-5,
+                   "warmup": 0, "style_encoder_lr_scale": 1.0, "style_weight": 10.0, "content_weight": 1.0,
+                   "seed": 0, "parametrization": "residual", "style_statistics": LEGACY_STYLE_STATISTICS,
+                   "ema_decay": 0.999}
+
+
+def resolve_recipe(config: TrainConfig, run: dict | None, announce: bool = True) -> TrainConfig:
+    """``config`` with its recipe complete: the given values, then ``run``'s (a resumed run's saved config), then
+    the defaults. A given value that differs from the run's is said once on stderr (it applies from here on), but
+    for the total of iterations, which a longer run routinely extends."""
+    resolved = {}
+    for field, default in RECIPE_DEFAULTS.items():
+        given = getattr(config, field)
+        own = default if run is None or run.get(field) is None else run[field]
+        resolved[field] = own if given is None else given
+        if run is not None and given is not None and given != own and announce and field != "iterations":
+            print(f"adaconv train: --{field.replace('_', '-')} {given} differs from this run's {own}: "
+                  f"it applies from here on", file=sys.stderr)
+    return dataclasses.replace(config, **resolved)
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
 DIVERGENCE_FACTOR = 20.0  # a log window's mean loss this many times the recent median is a divergence
@@ -241,57 +266,46 @@ class Trainer:
         self.is_main = self.rank == 0
         if self.is_main:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
+        checkpoint = self.out / CHECKPOINT
+        state = None
+        if config.resume and checkpoint.exists():
+            state = self._read_checkpoint(checkpoint)
+        elif config.resume:
+            raise AdaconvError(f"--resume: no checkpoint in {self.out} (start without --resume, or --init WEIGHTS)")
+        elif checkpoint.exists():
+            raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
+        run_config = state.get("config", {}) if state is not None else None
+        if (state is not None and config.model == "adaconv" and config.parametrization is not None
+                and config.parametrization != (run_config.get("parametrization") or "residual")):
+            raise AdaconvError(f"{checkpoint}: is a {run_config.get('parametrization') or 'residual'} AdaConv run; "
+                               f"its weights cannot go on as --parametrization {config.parametrization}")
+        self.config = config = resolve_recipe(config, run_config, announce=self.is_main)
+        self._validate_recipe()
         hyperparameters = {"parametrization": config.parametrization} if config.model == "adaconv" else {}
         try:
             self.model = build_model(config.model, **hyperparameters)
         except ValueError as error:
             raise AdaconvError(str(error)) from None
         self.model.to(self.device, memory_format=torch.channels_last)
-        if config.content_weight <= 0:
-            raise AdaconvError(f"--content-weight {config.content_weight}: must be positive")
         self.objective = TrainingObjective(self.model, config.style_weight, content_weight=config.content_weight)
-        if config.style_encoder_lr_scale <= 0:
-            raise AdaconvError(f"--style-encoder-lr-scale {config.style_encoder_lr_scale}: must be positive")
-        if config.lr is not None and config.lr <= 0:
-            raise AdaconvError(f"--lr {config.lr}: must be positive")
-        lr = config.lr or DEFAULT_LR  # a resumed run's own rate replaces it when its checkpoint is read
-        groups = parameter_groups(self.model, lr, config.style_encoder_lr_scale)
-        self.group_scales = [group["lr"] / lr for group in groups]
+        groups = parameter_groups(self.model, config.lr, config.style_encoder_lr_scale)
+        self.group_scales = [group["lr"] / config.lr for group in groups]
         # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
         # AdaConv's 59 M parameters the default loop cost 0.32 s of a ~3 s one-thread step (docs/benchmarks.md)
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
-        self.optimizer = torch.optim.Adam(groups, lr=lr, fused=self.fused_adam or None)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=self.fused_adam or None)
         self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
-        schedule = learning_rate_factor(config.lr_decay, config.warmup or 0)  # a resumed run's: re-made on load
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        if not 0.0 <= config.ema_decay < 1.0:
-            raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           learning_rate_factor(config.lr_decay, config.warmup))
         self.iteration = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
         self.checkpoint_iteration: int | None = None  # the iteration checkpoint.pt holds
         self.previous_checkpoint_iteration: int | None = None  # and checkpoint.previous.pt (this session's)
         self.provenance: dict = {"init": None}
-        checkpoint = self.out / CHECKPOINT
-        if config.resume and checkpoint.exists():
-            self._load_checkpoint(checkpoint)
-        elif config.resume:
-            raise AdaconvError(f"--resume: no checkpoint in {self.out} (start without --resume, or --init WEIGHTS)")
-        elif checkpoint.exists():
-            raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
+        if state is not None:
+            self._restore(state, checkpoint)
         elif config.init:
             self._warm_start(config.init)
-        if self.config.seed is None:
-            self.config = config = dataclasses.replace(config, seed=0)
-        if self.config.lr is None:
-            self.config = dataclasses.replace(self.config, lr=DEFAULT_LR)
-        if self.config.warmup is None:
-            self.config = dataclasses.replace(self.config, warmup=0)
-        if self.config.style_statistics is None:
-            self.config = dataclasses.replace(self.config, style_statistics=DEFAULT_STYLE_STATISTICS)
-        config = self.config  # a resumed run's own seed and recipe
-        if config.style_statistics not in STYLE_STATISTICS:
-            raise AdaconvError(f"style statistics {config.style_statistics!r}: "
-                               f"choose from {', '.join(STYLE_STATISTICS)}")
         self.objective.statistics_size = self._statistics_size()
         self._record_phase()
         self.average = None
@@ -333,31 +347,34 @@ class Trainer:
 
     _checkpoint_average: dict | None = None  # the weight average found in a resumed checkpoint
 
-    def _load_checkpoint(self, path: Path) -> None:
+    def _read_checkpoint(self, path: Path) -> dict:
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as error:  # a damaged checkpoint is a user-facing problem, not a crash
             raise AdaconvError(f"{path}: cannot read checkpoint ({error})") from None
-        if state.get("model_kind") != self.model.kind:
-            raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.model.kind}")
+        if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
+            raise AdaconvError(f"{path}: is not an adaconv training checkpoint")
+        if state.get("model_kind") != self.config.model:
+            raise AdaconvError(f"{path}: is a {state.get('model_kind')} run, not {self.config.model}")
+        return state
+
+    def _validate_recipe(self) -> None:
+        config = self.config
+        for option, value in (("--lr", config.lr), ("--content-weight", config.content_weight),
+                              ("--style-weight", config.style_weight),
+                              ("--style-encoder-lr-scale", config.style_encoder_lr_scale)):
+            if not value > 0:
+                raise AdaconvError(f"{option} {value}: must be positive")
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
+        if config.style_statistics not in STYLE_STATISTICS:
+            raise AdaconvError(f"style statistics {config.style_statistics!r}: "
+                               f"choose from {', '.join(STYLE_STATISTICS)}")
+
+    def _restore(self, state: dict, path: Path) -> None:
+        """The run's weights, optimiser, schedule position and averages from its checkpoint (the recipe was
+        resolved from it before the model was built)."""
         load_trainable_tensors(self.model, state["model"], source=path)
-        run_seed = state.get("config", {}).get("seed") or 0
-        if self.config.seed is None:  # a resumed run keeps its batch order unless told otherwise
-            self.config = dataclasses.replace(self.config, seed=run_seed)
-        elif self.config.seed != run_seed and self.is_main:
-            print(f"adaconv train: --seed {self.config.seed} differs from this run's seed {run_seed}: "
-                  f"its batches follow seed {self.config.seed} from here on", file=sys.stderr)
-        run_lr = state.get("config", {}).get("lr") or DEFAULT_LR
-        if self.config.lr is None:  # a lowered learning rate must survive the next session's plain --resume
-            self.config = dataclasses.replace(self.config, lr=run_lr)  # (a given --lr rules; log.csv shows it)
-        if self.config.warmup is None:  # likewise its warm-up, so that a run stopped at step 100 of 200 still ramps
-            self.config = dataclasses.replace(self.config, warmup=state.get("config", {}).get("warmup") or 0)
-        run_statistics = state.get("config", {}).get("style_statistics") or LEGACY_STYLE_STATISTICS
-        if self.config.style_statistics is None:  # like the seed: a resumed run keeps its recipe unless told
-            self.config = dataclasses.replace(self.config, style_statistics=run_statistics)
-        elif self.config.style_statistics != run_statistics and self.is_main and self.model.kind == "adaconv":
-            print(f"adaconv train: --style-statistics {self.config.style_statistics} differs from this run's "
-                  f"{run_statistics}: the style's statistics are read that way from here on", file=sys.stderr)
         self.optimizer.load_state_dict(regroup_optimizer_state(state["optimizer"], self.optimizer.param_groups))
         for group in self.optimizer.param_groups:  # a checkpoint saved by the unfused optimiser says fused=None
             group["fused"] = self.fused_adam or None
