@@ -180,7 +180,7 @@ def learning_rate_factor(decay: float, warmup: int = 0):
 # content (+4.1%) and style (+16%) distance, so "square" stays the default.
 STYLE_STATISTICS = ("crop", "square")
 DEFAULT_LR = 1e-4  # the papers' Adam learning rate (SPEC)
-DEFAULT_STYLE_STATISTICS = LEGACY_STYLE_STATISTICS = "square"
+LEGACY_STYLE_STATISTICS = "square"  # also the default
 # what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
 PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0, "content_weight": 1.0}
 # A run's recipe and the values a new run takes. On --resume, a field not given takes the run's own value from its
@@ -191,20 +191,27 @@ RECIPE_DEFAULTS = {"iterations": 160_000, "batch_size": 8, "crop_size": 128, "lr
                    "warmup": 0, "style_encoder_lr_scale": 1.0, "style_weight": 10.0, "content_weight": 1.0,
                    "seed": 0, "parametrization": "residual", "style_statistics": LEGACY_STYLE_STATISTICS,
                    "ema_decay": 0.999}
+ADACONV_ONLY = ("style_encoder_lr_scale", "parametrization", "style_statistics")  # no effect on an AdaIN run
+FIXED_ON_RESUME = ("parametrization",)  # the weights mean something else in the other layer form
 
 
 def resolve_recipe(config: TrainConfig, run: dict | None, announce: bool = True) -> TrainConfig:
     """``config`` with its recipe complete: the given values, then ``run``'s (a resumed run's saved config), then
     the defaults. A given value that differs from the run's is said once on stderr (it applies from here on), but
-    for the total of iterations, which a longer run routinely extends."""
+    for the total of iterations, which a longer run routinely extends, and AdaConv's options on an AdaIN run."""
     resolved = {}
     for field, default in RECIPE_DEFAULTS.items():
         given = getattr(config, field)
         own = default if run is None or run.get(field) is None else run[field]
         resolved[field] = own if given is None else given
-        if run is not None and given is not None and given != own and announce and field != "iterations":
-            print(f"adaconv train: --{field.replace('_', '-')} {given} differs from this run's {own}: "
-                  f"it applies from here on", file=sys.stderr)
+        if run is None or given is None or given == own or (field in ADACONV_ONLY and config.model != "adaconv"):
+            continue
+        option = f"--{field.replace('_', '-')}"
+        if field in FIXED_ON_RESUME:
+            raise AdaconvError(f"{option} {given}: this is a {own} AdaConv run, whose weights cannot go on as {given}")
+        if announce and field != "iterations":
+            print(f"adaconv train: {option} {given} differs from this run's {own}: it applies from here on",
+                  file=sys.stderr)
     return dataclasses.replace(config, **resolved)
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
@@ -275,10 +282,6 @@ class Trainer:
         elif checkpoint.exists():
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         run_config = state.get("config", {}) if state is not None else None
-        if (state is not None and config.model == "adaconv" and config.parametrization is not None
-                and config.parametrization != (run_config.get("parametrization") or "residual")):
-            raise AdaconvError(f"{checkpoint}: is a {run_config.get('parametrization') or 'residual'} AdaConv run; "
-                               f"its weights cannot go on as --parametrization {config.parametrization}")
         self.config = config = resolve_recipe(config, run_config, announce=self.is_main)
         self._validate_recipe()
         hyperparameters = {"parametrization": config.parametrization} if config.model == "adaconv" else {}
