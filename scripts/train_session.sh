@@ -55,13 +55,15 @@ if [ "$model" = adaconv ]; then
     # one process of two threads (its 59 M gradients make data-parallel processes slower); the style encoder at a
     # tenth of the learning rate (session 7: at the full rate it diverged at ~555 steps); 256² crops, the finishing
     # phase since session 20 (a resumed run would keep them anyway; named so that a warm start gets them too; a
-    # later --crop-size among the extra options wins)
+    # later --crop-size among the extra options wins); the campaign's total, the papers' 160k steps, is named too,
+    # because a run keeps its total on --resume: a paired comparison that stopped a run at some --iterations N
+    # must not leave it stopped there
     command=(python -m adaconv train --model adaconv --batch-size 8 --threads 2 --style-encoder-lr-scale 0.1
-             --crop-size 256 --checkpoint-every 50 --out "$run" "${start[@]}" "${data[@]}" "$@")
+             --crop-size 256 --iterations 160000 --checkpoint-every 50 --out "$run" "${start[@]}" "${data[@]}" "$@")
 else
     # two data-parallel processes of one thread, batch 4 each (= 8), at 256² crops (the phase since session 5)
     command=(python -m torch.distributed.run --nproc-per-node 2 --master-port 29511
-             -m adaconv train --model adain --batch-size 4 --threads 1 --crop-size 256
+             -m adaconv train --model adain --batch-size 4 --threads 1 --crop-size 256 --iterations 160000
              --checkpoint-every 100 --out "$run" "${start[@]}" "${data[@]}" "$@")
 fi
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from adaconv.errors import AdaconvError
 from adaconv.models import build_model
 from adaconv.training import CHECKPOINT, STYLE_CACHE_DIR, TrainConfig, Trainer, bf16_is_fast, export_weights
 from adaconv.weights import model_from_weights, save_weights
@@ -90,8 +91,6 @@ def test_weight_average_follows_the_steps_and_is_what_export_ships(data_dir, tmp
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(data_dir, tmp_path):
-    from adaconv.errors import AdaconvError
-
     Trainer(config(data_dir, tmp_path / "run", iterations=1)).train()
     with pytest.raises(AdaconvError, match="--resume"):
         Trainer(config(data_dir, tmp_path / "run"))
@@ -201,6 +200,13 @@ def test_sigterm_stops_with_a_checkpoint(data_dir, tmp_path):
     assert state["iteration"] == summary["iteration"] + 1
     assert (state["config"]["crop_size"], state["config"]["batch_size"]) == (64, 1)
     assert "differs" not in resumed.stderr and len(state["provenance"]["phases"]) == 1
+    # run again, it is at its total: one line saying so, a non-zero exit, and the checkpoint untouched
+    again = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].endswith(
+        f"is at iteration {summary['iteration'] + 1} of its {summary['iteration'] + 1}: give a larger --iterations "
+        "to train on")
+    assert torch.load(out / CHECKPOINT, weights_only=False)["iteration"] == summary["iteration"] + 1
 
 
 def torchrun_command(data_dir, out, *arguments, port):
@@ -341,16 +347,19 @@ def test_a_plain_resume_keeps_the_runs_whole_recipe(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     Trainer(config(data_dir, run, **RECIPE_OF_A_RUN)).train()
     unset = {field: None for field in RECIPE_OF_A_RUN}
-    trainer = Trainer(config(data_dir, run, resume=True, **unset))
-    assert {field: getattr(trainer.config, field) for field in RECIPE_OF_A_RUN} == RECIPE_OF_A_RUN
+    # the run is at its own total: a plain resume has nothing to train and says what to give
+    with pytest.raises(AdaconvError, match=r"is at iteration 2 of its 2: give a larger --iterations"):
+        Trainer(config(data_dir, run, resume=True, **unset)).train()
+    with pytest.raises(AdaconvError, match=r"is at iteration 2 of its 1: give a larger --iterations"):
+        Trainer(config(data_dir, run, resume=True, **(unset | {"iterations": 1}))).train()
+    trainer = Trainer(config(data_dir, run, resume=True, **(unset | {"iterations": 3})))
+    assert {field: getattr(trainer.config, field) for field in RECIPE_OF_A_RUN} == RECIPE_OF_A_RUN | {"iterations": 3}
     assert "differs" not in capsys.readouterr().err
     assert trainer.objective.style_weight == 12.0 and trainer.objective.content_weight == 0.75
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 3 / 4 / (1 + 0.25 * 2))
     trainer.load_data()
     content, style, _ = trainer.make_batch(2)
     assert content.shape == style.shape == (1, 3, 72, 72)
-    assert trainer.train()["iteration"] == 2  # the run's own total: nothing left to do
-    trainer = Trainer(config(data_dir, run, resume=True, **(unset | {"iterations": 3})))
     summary = trainer.train()
     assert (summary["iteration"], summary["images_seen"]) == (3, 3)
     assert len(trainer.provenance["phases"]) == 1 and trainer.average.n_averaged.item() == 3
@@ -361,8 +370,8 @@ def test_an_option_given_on_resume_changes_the_recipe_and_says_so(data_dir, tmp_
     run = tmp_path / "run"
     Trainer(config(data_dir, run, **RECIPE_OF_A_RUN)).train()
     capsys.readouterr()
-    trainer = Trainer(config(data_dir, run, resume=True, iterations=None, batch_size=None, crop_size=96,
-                             lr=None, style_weight=None))
+    trainer = Trainer(config(data_dir, run, resume=True, iterations=3, batch_size=None, crop_size=96,
+                             lr=None, style_weight=None))  # a longer total is not a change of recipe
     assert (trainer.config.crop_size, trainer.config.batch_size, trainer.config.lr) == (96, 1, 3e-4)
     err = capsys.readouterr().err
     assert "--crop-size 96 differs from this run's 72" in err and err.count("differs") == 1
@@ -380,8 +389,6 @@ def test_a_new_run_takes_the_defaults(data_dir, tmp_path):
 
 
 def test_resume_refuses_a_file_that_is_not_a_training_checkpoint(data_dir, tmp_path):
-    from adaconv.errors import AdaconvError
-
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"weights": torch.zeros(2)}, run / CHECKPOINT)

@@ -575,6 +575,11 @@ class Trainer:
 
     def train(self) -> dict:
         config = self.config
+        if self.iteration >= config.iterations:
+            # a run keeps its total on --resume, so a run stopped at its total would otherwise just end again
+            # (a Trainer on such a run is still good for scoring it: validation_loss, write_samples)
+            raise AdaconvError(f"{self.out} is at iteration {self.iteration} of its {config.iterations}: "
+                               f"give a larger --iterations to train on")
         self.load_data()
         self._load_style_cache()
         self.checked_iteration = self.iteration  # the state training starts from is taken as good
