@@ -8,6 +8,12 @@ comparison far less noisy than the held-out validation (40 pairs) or the loss cu
 iterations after N that every run logged, each run's mean content and style loss, the fork's difference from the
 base in percent, and on how many of those steps the fork's style loss was the lower. The held-out losses of the
 weight average (val_average.csv) at the iterations all runs validated follow.
+
+    python benchmarks/paired_runs.py BASE_RUN FORK_RUN --since N --by images
+
+compares forks at another batch size (session 23) per image seen instead: their batches differ, so the training
+losses are unpaired means over every logged window in the range of images both have seen, and the held-out losses
+are those at the images-seen counts both validated.
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ import csv
 from pathlib import Path
 
 
-def read(path: Path) -> dict[int, dict[str, float]]:
-    """iteration -> row of a run's log.csv / val_average.csv (empty if the file is missing)."""
+def read(path: Path, key: str = "iteration") -> dict[int, dict[str, float]]:
+    """``key`` (iteration or images_seen) -> row of a run's log.csv / val_average.csv (empty if missing)."""
     if not path.exists():
         return {}
     with path.open() as file:
-        return {int(float(row["iteration"])): {k: float(v) for k, v in row.items() if v}
-                for row in csv.DictReader(file)}
+        return {int(float(row[key])): {k: float(v) for k, v in row.items() if v} for row in csv.DictReader(file)}
 
 
 def mean(rows: list[dict[str, float]], key: str) -> float:
@@ -35,8 +40,13 @@ def main() -> None:
     parser.add_argument("base")
     parser.add_argument("forks", nargs="+")
     parser.add_argument("--since", type=int, required=True, help="the fork point: compare iterations after it")
+    parser.add_argument("--by", choices=("iteration", "images"), default="iteration",
+                        help="pair by iteration (same batches), or compare per image seen (another batch size)")
     args = parser.parse_args()
     runs = [args.base, *args.forks]
+    if args.by == "images":
+        compare_per_image(runs, args.since)
+        return
     logs = [read(Path(run) / "log.csv") for run in runs]
     common = sorted(set.intersection(*(set(log) for log in logs)) - set(range(args.since + 1)))
     if not common:
@@ -57,6 +67,33 @@ def main() -> None:
         print(f"held-out weight average at {iteration}: " + "; ".join(
             f"{run} {a[iteration]['content_loss']:.3f} / {a[iteration]['style_loss']:.3f}"
             for run, a in zip(runs, averages)))
+
+
+def compare_per_image(runs: list[str], since: int) -> None:
+    """Unpaired means of the training losses over the images all runs have seen after iteration ``since`` of the
+    base run, then the held-out weight average at the images-seen counts all runs validated."""
+    logs = [read(Path(run) / "log.csv", "images_seen") for run in runs]
+    by_iteration = read(Path(runs[0]) / "log.csv")
+    if since not in by_iteration:
+        raise SystemExit(f"paired_runs: {runs[0]} logged no iteration {since}")
+    start, end = int(by_iteration[since]["images_seen"]), min(max(log) for log in logs)
+    if end <= start:
+        raise SystemExit(f"paired_runs: the runs share no images after {start} (iteration {since} of {runs[0]})")
+    print(f"training windows over images {start}..{end} (unpaired: the batches differ):")
+    base_content = base_style = 0.0
+    for index, (run, log) in enumerate(zip(runs, logs)):
+        rows = [row for images, row in log.items() if start < images <= end]
+        content, style = mean(rows, "content_loss"), mean(rows, "style_loss")
+        if index == 0:
+            base_content, base_style = content, style
+            print(f"  {run:<32} content {content:.4f}  style {style:.4f}  ({len(rows)} windows)")
+        else:
+            print(f"  {run:<32} content {content:.4f} ({100 * (content / base_content - 1):+.1f}%)  "
+                  f"style {style:.4f} ({100 * (style / base_style - 1):+.1f}%)  ({len(rows)} windows)")
+    averages = [read(Path(run) / "val_average.csv", "images_seen") for run in runs]
+    for images in sorted(set.intersection(*(set(a) for a in averages)) - set(range(start + 1))):
+        print(f"held-out weight average at {images} images: " + "; ".join(
+            f"{run} {a[images]['content_loss']:.3f} / {a[images]['style_loss']:.3f}" for run, a in zip(runs, averages)))
 
 
 if __name__ == "__main__":
