@@ -83,6 +83,8 @@ def compare_per_image(runs: list[str], since: int) -> None:
     base_content = base_style = 0.0
     for index, (run, log) in enumerate(zip(runs, logs)):
         rows = [row for images, row in log.items() if start < images <= end]
+        if not rows:
+            raise SystemExit(f"paired_runs: {run} logged no window in images {start}..{end}")
         content, style = mean(rows, "content_loss"), mean(rows, "style_loss")
         if index == 0:
             base_content, base_style = content, style
