@@ -61,12 +61,7 @@ def main() -> None:
         lower = sum(row["style_loss"] < base["style_loss"] for row, base in zip(rows, base_rows))
         print(f"  {run:<32} content {content:.4f} ({100 * (content / base_content - 1):+.1f}%)  "
               f"style {style:.4f} ({100 * (style / base_style - 1):+.1f}%)  lower style on {lower}/{len(common)}")
-    averages = [read(Path(run) / "val_average.csv") for run in runs]
-    validated = sorted(set.intersection(*(set(a) for a in averages)) - set(range(args.since + 1)))
-    for iteration in validated:
-        print(f"held-out weight average at {iteration}: " + "; ".join(
-            f"{run} {a[iteration]['content_loss']:.3f} / {a[iteration]['style_loss']:.3f}"
-            for run, a in zip(runs, averages)))
+    print_held_out(runs, "iteration", args.since)
 
 
 def compare_per_image(runs: list[str], since: int) -> None:
@@ -92,10 +87,18 @@ def compare_per_image(runs: list[str], since: int) -> None:
         else:
             print(f"  {run:<32} content {content:.4f} ({100 * (content / base_content - 1):+.1f}%)  "
                   f"style {style:.4f} ({100 * (style / base_style - 1):+.1f}%)  ({len(rows)} windows)")
-    averages = [read(Path(run) / "val_average.csv", "images_seen") for run in runs]
-    for images in sorted(set.intersection(*(set(a) for a in averages)) - set(range(start + 1))):
-        print(f"held-out weight average at {images} images: " + "; ".join(
-            f"{run} {a[images]['content_loss']:.3f} / {a[images]['style_loss']:.3f}" for run, a in zip(runs, averages)))
+    print_held_out(runs, "images_seen", start)
+
+
+def print_held_out(runs: list[str], key: str, after: int) -> None:
+    """The held-out weight average of every run at each ``key`` (iteration or images_seen) past ``after`` that all
+    of them validated."""
+    averages = [read(Path(run) / "val_average.csv", key) for run in runs]
+    unit = " images" if key == "images_seen" else ""
+    for at in sorted(set.intersection(*(set(a) for a in averages))):
+        if at > after:
+            print(f"held-out weight average at {at}{unit}: " + "; ".join(
+                f"{run} {a[at]['content_loss']:.3f} / {a[at]['style_loss']:.3f}" for run, a in zip(runs, averages)))
 
 
 if __name__ == "__main__":
