@@ -277,6 +277,8 @@ def test_a_resumed_phase_at_another_crop_size_is_counted_apart(data_dir, tmp_pat
     assert (summary["iteration"], summary["images_seen"]) == (3, 2 * 2 + 1)
     provenance = export_weights(run, tmp_path / "w.safetensors")
     assert provenance["iterations_by_crop"] == {"64": 2, "96": 1} and provenance["crop_size"] == 96
+    assert [(p["from_iteration"], p["crop_size"], p["batch_size"], p["images_before"])
+            for p in provenance["phases"]] == [(0, 64, 2, 0), (2, 96, 1, 4)]
     Trainer(config(data_dir, tmp_path / "warm", iterations=1, init=str(tmp_path / "w.safetensors"))).train()
     provenance = export_weights(tmp_path / "warm", tmp_path / "warm.safetensors")
     assert provenance["iterations_by_crop"] == {"64": 3, "96": 1} and provenance["total_images_seen"] == 5 + 2

@@ -958,6 +958,7 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "style_data": config["style"],
         "train_seconds": round(state.get("train_seconds", 0.0)),
         "init": recorded.get("init"),
+        "phases": recorded_phases(state),  # the top-level crop, batch and λ are the last phase's
         **_totals(state, recorded.get("init")),
         "weights": (f"exponential moving average (decay {average['decay']}, {average['updates']} updates)"
                     if use_average else "last step"),
