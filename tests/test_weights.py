@@ -8,7 +8,14 @@ from adaconv.errors import WeightsError
 from adaconv.imageio import to_tensor
 from adaconv.models import build_model
 from adaconv.preprocessing import resize
-from adaconv.weights import SCALE_SUFFIX, int8_candidates, model_from_weights, read_weights, save_weights
+from adaconv.weights import (
+    SCALE_SUFFIX,
+    inspect_weights,
+    int8_candidates,
+    model_from_weights,
+    read_weights,
+    save_weights,
+)
 
 
 def test_round_trip_is_bit_exact(tmp_path):
@@ -59,6 +66,19 @@ def test_missing_and_non_file_paths(tmp_path):
     text.write_text("hello")
     with pytest.raises(WeightsError):
         read_weights(text)
+
+
+def test_inspect_gives_the_stored_shapes_and_refuses_what_reading_refuses(adain_weights, tmp_path):
+    shapes, metadata = inspect_weights(adain_weights)
+    tensors, full_metadata = read_weights(adain_weights)
+    assert shapes == {name: tuple(tensor.shape) for name, tensor in tensors.items()} and metadata == full_metadata
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(adain_weights.read_bytes()[:100])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    for path, problem in ((damaged, "damaged"), (foreign, "not an adaconv weights file"), (tmp_path, "directory")):
+        with pytest.raises(WeightsError, match=problem):
+            inspect_weights(path)
 
 
 def test_fp16_file_loads_into_fp32_model(adaconv_weights):

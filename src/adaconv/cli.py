@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .errors import AdaconvError
 from .onnx_runner import OnnxRunnerError
 
@@ -159,6 +160,13 @@ def add_export_weights(commands) -> None:
     parser.add_argument("--int8", choices=("auto", "off"), default="auto",
                         help="auto: store the large matrices (AdaConv's fully connected layer) as per-row int8 "
                              "so the file stays under 95 MB; off: everything in --dtype")
+
+
+def add_info(commands) -> None:
+    parser = commands.add_parser("info", help="versions, devices, and how the shipped (or given) weights were trained")
+    parser.add_argument("weights", nargs="*", metavar="WEIGHTS",
+                        help="weights files to describe (default: the shipped weights of every model)")
+    parser.add_argument("--json", action="store_true", help="everything, including the full provenance, as JSON")
 
 
 def add_prepare_data(commands) -> None:
@@ -327,10 +335,12 @@ def add_app(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="adaconv", description="Fast, structure-aware arbitrary style transfer.")
+    parser.add_argument("--version", action="version", version=f"adaconv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_stylize(commands)
     add_train(commands)
     add_export_weights(commands)
+    add_info(commands)
     add_prepare_data(commands)
     add_encoder_scales(commands)
     add_evaluate(commands)
@@ -370,6 +380,13 @@ def run_export_weights(args) -> int:
     provenance = export_weights(args.run_dir, args.output, dtype=args.dtype, weights=args.weights,
                                 int8=args.int8)
     print(json.dumps(provenance))
+    return EXIT_OK
+
+
+def run_info(args) -> int:
+    from .info_command import info_command
+
+    info_command(args)
     return EXIT_OK
 
 
@@ -491,7 +508,7 @@ def run_app(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights, "info": run_info,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
             "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera,
             "stylize-dataset": run_stylize_dataset, "app": run_app}

@@ -96,6 +96,19 @@ def save_weights(model: StyleTransferModel, path: str | os.PathLike, *, dtype: t
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a weights file, or a one-line :class:`WeightsError`."""
     path = Path(path)
+    tensors, metadata = _read_checked(path, lambda file: {name: file.get_tensor(name) for name in file.keys()})
+    return _expand_int8(path, tensors, metadata), metadata
+
+
+def inspect_weights(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor shapes and metadata of a weights file, checked as :func:`read_weights` checks them, without reading
+    the tensors (`adaconv info` describes an 81 MB file in milliseconds)."""
+    return _read_checked(Path(path), lambda file: {name: tuple(file.get_slice(name).get_shape())
+                                                   for name in file.keys()})
+
+
+def _read_checked(path: Path, read) -> tuple[dict, dict[str, str]]:
+    """``read(open file)`` and the metadata, once the file is known to be an adaconv weights file we can read."""
     if not path.exists():
         raise WeightsError(f"{path}: no such weights file")
     if path.is_dir():
@@ -105,7 +118,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             metadata = file.metadata() or {}
             if metadata.get("format") != FORMAT_NAME:
                 raise WeightsError(f"{path}: not an adaconv weights file (no '{FORMAT_NAME}' metadata)")
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            contents = read(file)
     except SafetensorError as error:
         raise WeightsError(f"{path}: damaged or not a safetensors file ({error})") from None
     except (OSError, ValueError, RuntimeError) as error:
@@ -115,7 +128,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                            f"(this adaconv reads versions {', '.join(READABLE_VERSIONS)})")
     if metadata.get("model") not in MODEL_KINDS:
         raise WeightsError(f"{path}: unknown model {metadata.get('model')!r} in the weights file")
-    return _expand_int8(path, tensors, metadata), metadata
+    return contents, metadata
 
 
 def _expand_int8(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, torch.Tensor]:
