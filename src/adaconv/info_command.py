@@ -53,7 +53,7 @@ def runtime_summary() -> dict:
 def describe_weights(summary: dict, label: str) -> list[str]:
     """The summary as indented ``field  value`` lines under ``label: path``."""
     provenance = summary["provenance"]
-    size = f"{summary['bytes'] / 1e6:.1f} MB, {provenance.get('dtype', 'unknown dtype')}"
+    size = f"{summary['bytes'] / 1e6:.1f} MB, {provenance.get('dtype', 'dtype not recorded')}"
     if summary["int8_tensors"]:
         size += f" ({', '.join(summary['int8_tensors'])} in 8-bit rows)"
     rows = [("file", f"{size}, {summary['parameters'] / 1e6:.1f} M parameters besides the VGG-19 encoder")]
@@ -68,10 +68,11 @@ def describe_weights(summary: dict, label: str) -> list[str]:
 
 
 def _training_rows(provenance: dict) -> list[tuple[str, str]]:
-    total = provenance.get("total_iterations", provenance.get("iterations", 0))
-    images = provenance.get("total_images_seen", provenance.get("images_seen", 0))
+    total = provenance.get("total_iterations", provenance.get("iterations"))
+    images = provenance.get("total_images_seen", provenance.get("images_seen"))
     by_crop = ", ".join(f"{crop}²: {count:,}" for crop, count in provenance.get("iterations_by_crop", {}).items())
-    trained = f"{total:,} iterations" + (f" ({by_crop})" if by_crop else "") + f", {images:,} images"
+    trained = "not recorded" if total is None else (f"{total:,} iterations" + (f" ({by_crop})" if by_crop else "")
+                                                   + (f", {images:,} images" if images is not None else ""))
     rows = [("trained", trained)]
     chain = _warm_start_chain(provenance.get("init"))
     if chain:
@@ -139,8 +140,8 @@ def info_command(args) -> dict:
     devices = ", ".join(["cpu"] + [name for name in ("cuda", "mps") if runtime[name]])
     print(f"adaconv {runtime['adaconv']}, torch {runtime['torch']} ({devices}; {runtime['threads']} threads), "
           f"onnxruntime {runtime['onnxruntime'] or 'not installed'}")
+    shipped = not args.weights
     for summary in summaries:
-        shipped = not args.weights
         label = summary["model"] + (" (default model)" if shipped and summary["model"] == DEFAULT_MODEL else "")
         print("\n".join(["", *describe_weights(summary, label)]))
     return {**runtime, "weights": summaries}
