@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
+from adaconv.models import build_model
 from adaconv.training import TrainConfig, Trainer, export_weights
-from adaconv.weights import read_weights, shipped_weights_path
+from adaconv.weights import read_weights, save_weights, shipped_weights_path
 
 
 def run(*args):
@@ -60,7 +61,9 @@ def test_info_of_an_exported_two_phase_run(data_dir, tmp_path):
 def test_info_refuses_a_bad_file_in_one_line(tmp_path):
     text = tmp_path / "notes.safetensors"
     text.write_text("hello")
-    for path in (text, tmp_path / "missing.safetensors"):
+    odd = tmp_path / "odd.safetensors"  # provenance that export-weights would not write
+    save_weights(build_model("adain"), odd, provenance={"iterations": 3, "validation": {"loss": "low"}})
+    for path in (text, tmp_path / "missing.safetensors", odd):
         result = run("info", path)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.count("\n") == 1 and str(path) in result.stderr

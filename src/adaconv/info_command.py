@@ -62,7 +62,11 @@ def describe_weights(summary: dict, label: str) -> list[str]:
     if not provenance:
         rows.append(("trained", "no provenance recorded (not written by `adaconv export-weights`)"))
     else:
-        rows += _training_rows(provenance)
+        try:
+            rows += _training_rows(provenance)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise WeightsError(f"{summary['path']}: provenance in the metadata is not as export-weights writes it "
+                               f"({type(error).__name__}: {error})") from None
     width = max(len(field) for field, _ in rows)
     return [f"{label}: {summary['path']}"] + [f"  {field:<{width}}  {value}" for field, value in rows]
 
@@ -138,10 +142,11 @@ def info_command(args) -> dict:
         print(json.dumps(report, indent=2))
         return report
     devices = ", ".join(["cpu"] + [name for name in ("cuda", "mps") if runtime[name]])
-    print(f"adaconv {runtime['adaconv']}, torch {runtime['torch']} ({devices}; {runtime['threads']} threads), "
-          f"onnxruntime {runtime['onnxruntime'] or 'not installed'}")
+    lines = [f"adaconv {runtime['adaconv']}, torch {runtime['torch']} ({devices}; {runtime['threads']} threads), "
+             f"onnxruntime {runtime['onnxruntime'] or 'not installed'}"]
     shipped = not args.weights
-    for summary in summaries:
+    for summary in summaries:  # every file described before anything is printed: a bad one prints one line only
         label = summary["model"] + (" (default model)" if shipped and summary["model"] == DEFAULT_MODEL else "")
-        print("\n".join(["", *describe_weights(summary, label)]))
+        lines += ["", *describe_weights(summary, label)]
+    print("\n".join(lines))
     return {**runtime, "weights": summaries}
