@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .devices import mps_available
 from .errors import WeightsError
 from .inference import DEFAULT_MODEL
 from .models import MODEL_KINDS
@@ -44,9 +45,8 @@ def runtime_summary() -> dict:
         onnx_runtime = onnxruntime.__version__
     except ImportError:
         onnx_runtime = None
-    mps = getattr(torch.backends, "mps", None)
     return {"adaconv": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()),
+            "cuda": torch.cuda.is_available(), "mps": mps_available(),
             "onnxruntime": onnx_runtime, "default_model": DEFAULT_MODEL}
 
 
