@@ -80,6 +80,22 @@ def test_residual_adaconv_report_says_how_much_its_kernels_are_used(tmp_path, ev
     assert json.loads((evaluated / "evaluation.json").read_text())["kernel_usage"] is None  # AdaIN has none
 
 
+def test_kernel_usage_is_measured_on_a_capped_spread_subset(tmp_path, bench, monkeypatch):
+    """Its cost grows as contents x styles²: a full 20 x 40 run measures the kernels on KERNEL_USAGE_GRID only."""
+    import adaconv.evaluate_command as evaluate_command
+
+    monkeypatch.setattr(evaluate_command, "KERNEL_USAGE_GRID", (1, 2))
+    weights = tmp_path / "residual.safetensors"
+    save_weights(build_model("adaconv"), weights)
+    out = tmp_path / "run"
+    assert main(run_arguments(weights, bench, out, grid="2x3")) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["count"] == 6  # every pair is still stylised and scored
+    usage = report["kernel_usage"]
+    assert (usage["pairs"], usage["contents"], usage["styles"]) == (2, 1, 2)
+    assert set(report["seconds"]) == {"stylize", "score", "probe", "kernels", "total"}
+
+
 def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):
     elsewhere = tmp_path / "peer"
     shutil.copytree(evaluated / "images", elsewhere)

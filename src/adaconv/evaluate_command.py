@@ -23,7 +23,7 @@ from .errors import AdaconvError, ImageError
 from .evaluation import METRICS, describe, measuring_setup, score, summarize
 from .imageio import list_images, save_image, to_tensor, write_atomically
 from .kernel_usage import kernel_usage
-from .preprocessing import center_crop, prepare_style, resize_short_side
+from .preprocessing import center_crop, resize_short_side
 from .progress import progress_bar
 from .structure_probe import EDGE_THRESHOLD, probe_image, probe_statistics, probe_tensor
 
@@ -33,6 +33,9 @@ DEFAULT_BENCH = Path("../shared/data/bench")
 SHEET_CONTENTS, SHEET_STYLES = 4, 6
 PROBE_NAME = "structure_probe"
 KERNEL_USAGE_SIZE = 256  # contents' side for the kernel-usage diagnostic (a ratio: little depends on the size)
+# ... and at most this many contents x styles, spread over the run's: its cost grows as contents x styles², so on
+# the full 20 x 40 it would take ~2 hours of these two cores; the campaign's 5 x 8 runs measure all of theirs
+KERNEL_USAGE_GRID = (5, 8)
 LABELS = {"content_error": "content error ↓", "style_distance": "style distance ↓", "gram_distance": "Gram distance ↓",
           "ssim": "luminance SSIM ↑", "color_distance": "colour-histogram distance ↓"}
 
@@ -140,11 +143,18 @@ def evaluate_command(args) -> int:
                 resized[content] = resize_short_side(to_tensor(content), args.size)
             save_image(stylizer.stylize(resized[content], style, alpha=args.alpha, style_size=args.style_size),
                        images / pair_name(content, style))
-    stylize_seconds = time.perf_counter() - started
+    seconds = {"stylize": time.perf_counter() - started}
 
+    phase = time.perf_counter()
     records = _score_pairs(pairs, images, show)
+    seconds["score"] = time.perf_counter() - phase
+    phase = time.perf_counter()
     probe = _structure_probe(stylizer, contents, out, args.size, args.alpha, show) if stylizer is not None else None
-    kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)])
+    seconds["probe"] = time.perf_counter() - phase
+    phase = time.perf_counter()
+    kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)],
+                            args.style_size)
+    seconds["kernels"] = time.perf_counter() - phase
     report = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
         "source": source, "size": None if args.outputs else args.size,
@@ -153,7 +163,8 @@ def evaluate_command(args) -> int:
         "pairs": records, "count": len(records), "summary": summarize(records),
         "structure_probe": probe,
         "kernel_usage": kernels,
-        "seconds": {"stylize": round(stylize_seconds, 1), "total": round(time.perf_counter() - started, 1)},
+        "seconds": {key: round(value, 1) for key, value in
+                    (seconds | {"total": time.perf_counter() - started}).items()},
     }
     label = args.label or source.get("weights_name") or source.get("outputs", "run")
     if not args.label and "alpha" in source:
@@ -245,18 +256,21 @@ def _structure_probe(stylizer, contents: list[Path], out: Path, size: int, alpha
             "count": len(outputs)}
 
 
-def _kernel_usage(stylizer, contents: list[Path], styles: list[Path]) -> dict | None:
+def _kernel_usage(stylizer, contents: list[Path], styles: list[Path], style_size: int | None) -> dict | None:
     """Residual AdaConv only: how far its predicted kernels move each adaptive layer from AdaIN / the identity,
-    and how much of that depends on the style (kernel_usage.py), on the contents' centre 256x256."""
+    and how much of that depends on the style (kernel_usage.py), on the contents' centre 256x256, with the style
+    codes the run stylised with; on at most ``KERNEL_USAGE_GRID`` of the run's contents x styles."""
     model = getattr(stylizer, "model", None)
     if getattr(model, "parametrization", None) != "residual":
         return None
     side = KERNEL_USAGE_SIZE
+    contents = evenly_spaced(contents, KERNEL_USAGE_GRID[0])
+    styles = evenly_spaced(styles, KERNEL_USAGE_GRID[1])
     images = [center_crop(resize_short_side(to_tensor(c), side), side, side) for c in contents]
-    usage = kernel_usage(model, images, [prepare_style(to_tensor(s), "adaconv") for s in styles])
+    usage = kernel_usage(model, images, [stylizer.encode_style(s, style_size=style_size) for s in styles])
     return {"departure": [round(v, 6) for v in usage["departure"]],
             "style_dependence": [round(v, 6) for v in usage["style_dependence"]],
-            "pairs": usage["pairs"], "size": side}
+            "pairs": usage["pairs"], "contents": len(contents), "styles": len(styles), "size": side}
 
 
 def _sheet(pairs, images: Path, contents: list[Path], styles: list[Path]):

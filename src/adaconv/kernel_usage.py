@@ -34,16 +34,19 @@ def _rms(tensor: torch.Tensor) -> float:
 def kernel_usage(model: AdaConvModel, contents: Sequence[torch.Tensor], styles: Sequence[torch.Tensor]) -> dict:
     """Per adaptive layer (coarse to fine): departure from the base and its style-dependent part.
 
-    ``contents``: [3, H, W] images in [0, 1] (H, W multiples of 8); ``styles``: [3, 256, 256] as the model reads
-    them. Returns ``{"departure": [4 floats], "style_dependence": [4 floats], "pairs": n}``, means over the
-    (content, style) pairs.
+    ``contents``: [3, H, W] images in [0, 1] (H, W multiples of 8); ``styles``: [3, H, W] images as the model
+    reads them (``prepare_style``), or their style codes already made (the ``Stylizer``'s, so the kernels
+    measured are the ones it stylised with). Returns ``{"departure": [4 floats], "style_dependence": [4 floats],
+    "pairs": n}``, means over the (content, style) pairs. The cost grows as contents × styles², so callers measure
+    a small fixed subset.
     """
     if not isinstance(model, AdaConvModel) or model.parametrization != "residual":
         raise ValueError("kernel usage is measured on residual AdaConv models only")
     if not contents or not styles:
         raise ValueError("need at least one content and one style")
     device = next(model.decoder.parameters()).device
-    codes = [model.encode_style(style[None].to(device)) for style in styles]
+    codes = [style if isinstance(style, StyleCode) else model.encode_style(style[None].to(device))
+             for style in styles]
     layers = len(model.kernel_predictors)
     departure = [0.0] * layers
     dependence = [0.0] * layers
