@@ -171,3 +171,38 @@ def test_tiled_and_untiled_1024_outputs_agree(stylizers, data_dir, style_path, k
     tiled = stylizer.stylize_tensor(content, style_path, tile="on", tile_size=640)
     assert (whole - tiled).abs().mean() < 1 / 255
     assert (whole - tiled).abs().max() < 1e-3  # in fact equal to float precision: the blend is a partition of unity
+
+
+# -- one content in many styles: encode_content ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["adain", "adaconv"])
+def test_an_encoded_content_stylises_exactly_as_the_content(stylizers, control_content, style_path, data_dir, kind):
+    stylizer = stylizers[kind]
+    encoded = stylizer.encode_content(control_content)
+    assert encoded.size == (96, 128) and encoded.features.shape[-2:] == (12, 16)
+    other = data_dir / "bench" / "style" / "30.png"
+    for style in (style_path, other):  # the same features serve every style
+        for options in ({}, {"alpha": 0.6}, {"preserve_color": "luminance"}, {"preserve_color": "histogram"}):
+            assert torch.equal(stylizer.stylize_tensor(encoded, style, **options),
+                               stylizer.stylize_tensor(control_content, style, **options)), options
+    assert encoded.own_code is not None  # α < 1 read the content as a style once and kept it
+    image = stylizer.stylize(encoded, other)
+    assert image.size == (128, 96)
+    assert np.array_equal(np.asarray(image), np.asarray(stylizer.stylize(control_content, other)))
+
+
+def test_an_encoded_content_keeps_its_tiles_and_size(stylizers, data_dir, style_path):
+    stylizer = stylizers["adain"]
+    photo = data_dir / "bench" / "content" / "04.png"
+    encoded = stylizer.encode_content(photo, content_size=300, tile="on", tile_size=256)
+    assert encoded.grid is not None and len(encoded.grid) > 1 and max(encoded.size) == 300
+    tiled = stylizer.stylize_tensor(encoded, style_path)
+    assert torch.equal(tiled, stylizer.stylize_tensor(encoded.image, style_path, tile="on", tile_size=256))
+
+
+def test_an_encoded_content_belongs_to_its_stylizer(stylizers, adain_weights, control_content, style_path):
+    encoded = stylizers["adain"].encode_content(control_content)
+    with pytest.raises(AdaconvError, match="another Stylizer"):
+        Stylizer.from_weights(adain_weights, device="cpu").stylize(encoded, style_path)
+    with pytest.raises(AdaconvError, match="content_size"):
+        stylizers["adain"].stylize(encoded, style_path, content_size=64)

@@ -9,11 +9,11 @@ import importlib
 
 from .errors import AdaconvError, ImageError, WeightsError
 
-_LAZY = {"Stylizer": ".inference", "AdaConvModel": ".models", "AdaINModel": ".models", "StyleCode": ".models",
-         "blend_style_codes": ".models", "build_model": ".models"}
+_LAZY = {"Stylizer": ".inference", "EncodedContent": ".inference", "AdaConvModel": ".models",
+         "AdaINModel": ".models", "StyleCode": ".models", "blend_style_codes": ".models", "build_model": ".models"}
 
-__all__ = ["AdaConvModel", "AdaINModel", "AdaconvError", "ImageError", "StyleCode", "Stylizer", "WeightsError",
-           "blend_style_codes", "build_model"]
+__all__ = ["AdaConvModel", "AdaINModel", "AdaconvError", "EncodedContent", "ImageError", "StyleCode", "Stylizer",
+           "WeightsError", "blend_style_codes", "build_model"]
 __version__ = "0.1.0"
 
 

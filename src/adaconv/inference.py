@@ -7,7 +7,7 @@
 
 The command line, the web app and the video path are thin shells over this one call, so a control
 added here appears everywhere. Style codes are cached per style image, so stylising many contents
-with one style encodes the style once.
+with one style encodes the style once; ``encode_content`` does the same for one content in many styles.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,29 @@ STYLE_CACHE_SIZE = 32
 
 class ContentResized(UserWarning):
     """The content was larger than the default cap and was processed at a smaller size."""
+
+
+@dataclass
+class EncodedContent:
+    """A content image encoded once (``Stylizer.encode_content``), to be stylised with many styles.
+
+    The encoder's pass is about half of a stylisation's arithmetic (VGG up to relu4_1 and a decoder of the same
+    size), so one photo in many styles — a grid of paintings, ``adaconv evaluate`` — costs about half as much
+    when its features are kept. Tied to the Stylizer that made it (its model's encoder and, for α < 1, its own
+    style code).
+    """
+
+    image: torch.Tensor           # [3, H, W] in [0, 1] as given (colour preservation reads it)
+    batch: torch.Tensor           # [1, 3, H', W'] padded to a multiple of 8, on the model's device
+    features: torch.Tensor        # relu4_1 of ``batch``, whole-image
+    grid: list | None             # the tiles when it was encoded in tiles, else None
+    model: StyleTransferModel     # whose encoder made it
+    own_code: StyleCode | None = None  # the content read as a style (α < 1), made on first use
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the content, before padding."""
+        return tuple(self.image.shape[-2:])
 
 
 class Stylizer:
@@ -129,17 +153,67 @@ class Stylizer:
                     self._style_cache.popitem(last=False)
         return code
 
+    # -- contents --------------------------------------------------------------------------------
+    def encode_content(self, content, *, content_size: int | None = None, tile: str = "auto",
+                       tile_size: int = TILE_SIZE, progress: bool | None = None) -> EncodedContent:
+        """Encode a content once for many styles: pass the result to ``stylize`` or ``stylize_tensor`` in place
+        of the content. ``content``, ``content_size``, ``tile``, ``tile_size``: as in ``stylize`` (the content
+        is sized and tiled here, once)."""
+        check_tile_mode(tile)
+        tile_size = check_tile_size(tile_size)
+        encoded, bar = self._encode(self._sized_content(content, content_size, tile), tile, tile_size, progress)
+        if bar is not None:
+            bar.close()
+        return encoded
+
+    @torch.inference_mode()
+    def _encode(self, content: torch.Tensor, tile: str, tile_size: int, progress: bool | None,
+                passes_after: int = 0) -> tuple[EncodedContent, tqdm | None]:
+        """The content's features; in tiles, with a progress bar sized for ``passes_after`` more passes."""
+        batch, (height, width) = pad_to_multiple(content[None].to(self.device))
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        grid, bar = None, None
+        if tile == "on" or (tile == "auto" and height * width > TILE_ABOVE_PIXELS):
+            grid = tile_grid(*batch.shape[-2:], tile_size)
+            grid = grid if len(grid) > 1 else None  # one tile is the untiled run
+        if grid is None:
+            features = self.model.encoder.encode(batch)
+        else:
+            bar = _tile_bar(len(grid) * (1 + passes_after), progress)
+            features = encode_tiled(self.model.encoder, batch, grid, bar.update)
+        return EncodedContent(content, batch, features, grid, self.model), bar
+
+    def _sized_content(self, content, content_size: int | None, tile: str) -> torch.Tensor:
+        """Any content ``stylize`` takes -> [3, H, W] at the size it is processed at (default caps, warned)."""
+        image = to_tensor(content)
+        cap = MAX_CONTENT_SIDE if tile == "off" else MAX_TILED_CONTENT_SIDE
+        if content_size is not None:
+            image = resize_long_side(image, content_size)
+        elif max(image.shape[-2:]) > cap:
+            height, width = image.shape[-2:]
+            image = resize_long_side(image, cap)
+            hint = " or --tile auto" if tile == "off" else ""
+            warnings.warn(ContentResized(
+                f"content is {width}x{height}; processed at {image.shape[-1]}x{image.shape[-2]} "
+                f"(long side {cap}); pass --content-size{hint} to choose another size"), stacklevel=3)
+        if min(image.shape[-2:]) < 16:
+            raise AdaconvError(f"content image is too small ({image.shape[-1]}x{image.shape[-2]}); "
+                               "it needs at least 16 pixels on each side")
+        return image
+
     # -- stylising -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def stylize_tensor(self, content: torch.Tensor, style, *, alpha: float = 1.0,
+    def stylize_tensor(self, content: torch.Tensor | EncodedContent, style, *, alpha: float = 1.0,
                        style_weights: Sequence[float] | None = None, style_size: int | None = None,
                        preserve_color: str | None = None, mask=None, style_per_scale=None, tile: str = "auto",
                        tile_size: int = TILE_SIZE, progress: bool | None = None) -> torch.Tensor:
-        """Content [3, H, W] in [0, 1] -> stylised [3, H, W] in [0, 1], at the content's size.
+        """Content [3, H, W] in [0, 1] (or ``encode_content``'s result) -> stylised [3, H, W] in [0, 1], at the
+        content's size.
 
         ``mask``: one label image or one mask per style (spatial control: style k paints region k).
         ``style_per_scale``: four styles, coarse to fine, one per AdaConv decoder scale (per-scale mixing).
-        ``tile``: "auto" (tile above ``TILE_ABOVE_PIXELS``), "on" or "off"; ``tile_size`` in pixels.
+        ``tile``: "auto" (tile above ``TILE_ABOVE_PIXELS``), "on" or "off"; ``tile_size`` in pixels (an encoded
+        content keeps the tiling it was encoded with).
         ``progress``: a progress bar over the tiles (default: when stderr is a terminal).
         """
         if not 0.0 <= alpha <= 1.0:
@@ -150,25 +224,20 @@ class Stylizer:
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         if not styles and style_per_scale is None:
             raise AdaconvError("no style image given")
+        if isinstance(content, EncodedContent):
+            if content.model is not self.model:
+                raise AdaconvError("this content was encoded by another Stylizer; encode it with this one")
+            encoded = content
+            bar = _tile_bar(len(encoded.grid) * (passes(self.model) - 1), progress) if encoded.grid else None
+        else:
+            encoded, bar = self._encode(content, tile, tile_size, progress, passes_after=passes(self.model) - 1)
+        content, batch, features, grid = encoded.image, encoded.batch, encoded.features, encoded.grid
+        height, width = encoded.size
 
         def encode(image):
             if preserve_color == "histogram":
                 return self.encode_style(match_color_statistics(to_tensor(image), content), style_size=style_size)
             return self.encode_style(image, style_size=style_size)
-
-        batch, (height, width) = pad_to_multiple(content[None].to(self.device))
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        grid = None
-        if tile == "on" or (tile == "auto" and height * width > TILE_ABOVE_PIXELS):
-            grid = tile_grid(*batch.shape[-2:], tile_size)
-            grid = grid if len(grid) > 1 else None  # one tile is the untiled run
-        if grid is None:
-            features = self.model.encoder.encode(batch)
-        else:
-            show = sys.stderr.isatty() if progress is None else progress
-            bar = tqdm(total=len(grid) * passes(self.model), disable=not show, desc="tiles", unit="tile",
-                       leave=False)
-            features = encode_tiled(self.model.encoder, batch, grid, bar.update)
 
         def decode(style_codes, masks=None) -> torch.Tensor:
             if grid is not None:
@@ -180,7 +249,9 @@ class Stylizer:
         def with_alpha(code: StyleCode) -> StyleCode:
             if alpha == 1.0:
                 return code
-            return blend_style_codes([self.model.own_style_code(batch, features), code], [1.0 - alpha, alpha])
+            if encoded.own_code is None:
+                encoded.own_code = self.model.own_style_code(batch, features)
+            return blend_style_codes([encoded.own_code, code], [1.0 - alpha, alpha])
 
         if style_per_scale is not None:
             if self.kind != "adaconv":
@@ -204,7 +275,7 @@ class Stylizer:
                 raise AdaconvError("style weights must be non-negative and not all zero")
             code = codes[0] if len(codes) == 1 else blend_style_codes(codes, style_weights)
             output = decode(with_alpha(code))
-        if grid is not None:
+        if bar is not None:
             bar.close()
         output = output[0, :, :height, :width].float()
         if preserve_color == "luminance":
@@ -218,7 +289,8 @@ class Stylizer:
         """Stylise ``content`` with ``style`` (one image or a list to blend); returns a PIL RGB image.
 
         Args:
-            content, style: paths, PIL images, HxWx3 arrays or [3, H, W] tensors in [0, 1].
+            content, style: paths, PIL images, HxWx3 arrays or [3, H, W] tensors in [0, 1]; the content may
+                also be ``encode_content``'s result (one photo in many styles, encoded once).
             alpha: content-style trade-off, 0 (content) to 1 (full style).
             style_weights: blend weights when several styles are given (default: equal).
             content_size: long side to process the content at (default: its own size, capped at 8192, or at
@@ -234,24 +306,21 @@ class Stylizer:
             progress: a progress bar over the tiles on stderr (default: when stderr is a terminal).
         """
         check_tile_mode(tile)
-        image = to_tensor(content)
-        cap = MAX_CONTENT_SIDE if tile == "off" else MAX_TILED_CONTENT_SIDE
-        if content_size is not None:
-            image = resize_long_side(image, content_size)
-        elif max(image.shape[-2:]) > cap:
-            height, width = image.shape[-2:]
-            image = resize_long_side(image, cap)
-            hint = " or --tile auto" if tile == "off" else ""
-            warnings.warn(ContentResized(
-                f"content is {width}x{height}; processed at {image.shape[-1]}x{image.shape[-2]} "
-                f"(long side {cap}); pass --content-size{hint} to choose another size"), stacklevel=2)
-        if min(image.shape[-2:]) < 16:
-            raise AdaconvError(f"content image is too small ({image.shape[-1]}x{image.shape[-2]}); "
-                               "it needs at least 16 pixels on each side")
+        if isinstance(content, EncodedContent):
+            if content_size is not None:
+                raise AdaconvError("content_size applies when a content is encoded: pass it to encode_content")
+            image = content
+        else:
+            image = self._sized_content(content, content_size, tile)
         return tensor_to_pil(self.stylize_tensor(image, style, alpha=alpha, style_weights=style_weights,
                                                  style_size=style_size, preserve_color=preserve_color, mask=mask,
                                                  style_per_scale=style_per_scale, tile=tile, tile_size=tile_size,
                                                  progress=progress))
+
+
+def _tile_bar(total: int, progress: bool | None) -> tqdm:
+    show = sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=total, disable=not show, desc="tiles", unit="tile", leave=False)
 
 
 def check_tile_mode(tile: str) -> None:
