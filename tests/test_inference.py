@@ -180,6 +180,7 @@ def test_an_encoded_content_stylises_exactly_as_the_content(stylizers, control_c
     stylizer = stylizers[kind]
     encoded = stylizer.encode_content(control_content)
     assert encoded.size == (96, 128) and encoded.features.shape[-2:] == (12, 16)
+    assert repr(encoded) == f"EncodedContent(128x96, {kind})"  # not the tensors and the model
     other = data_dir / "bench" / "style" / "30.png"
     for style in (style_path, other):  # the same features serve every style
         for options in ({}, {"alpha": 0.6}, {"preserve_color": "luminance"}, {"preserve_color": "histogram"}):

@@ -55,7 +55,7 @@ class ContentResized(UserWarning):
     """The content was larger than the default cap and was processed at a smaller size."""
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # tensors and a model: identity comparison, a short repr
 class EncodedContent:
     """A content image encoded once (``Stylizer.encode_content``), to be stylised with many styles.
 
@@ -76,6 +76,10 @@ class EncodedContent:
     def size(self) -> tuple[int, int]:
         """(height, width) of the content, before padding."""
         return tuple(self.image.shape[-2:])
+
+    def __repr__(self) -> str:
+        tiles = f", {len(self.grid)} tiles" if self.grid else ""
+        return f"EncodedContent({self.size[1]}x{self.size[0]}, {self.model.kind}{tiles})"
 
 
 class Stylizer:
