@@ -31,7 +31,8 @@ def _rms(tensor: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def kernel_usage(model: AdaConvModel, contents: Sequence[torch.Tensor], styles: Sequence[torch.Tensor]) -> dict:
+def kernel_usage(model: AdaConvModel, contents: Sequence[torch.Tensor],
+                 styles: Sequence[torch.Tensor | StyleCode]) -> dict:
     """Per adaptive layer (coarse to fine): departure from the base and its style-dependent part.
 
     ``contents``: [3, H, W] images in [0, 1] (H, W multiples of 8); ``styles``: [3, H, W] images as the model
