@@ -95,6 +95,12 @@ def test_kernel_usage_is_measured_on_a_capped_spread_subset(tmp_path, bench, mon
     assert (usage["pairs"], usage["contents"], usage["styles"]) == (2, 1, 2)
     assert set(report["seconds"]) == {"stylize", "score", "probe", "kernels", "total"}
 
+    # a second alpha of the same weights needs no second measurement: --no-kernel-usage skips it
+    assert main([*run_arguments(weights, bench, out, grid="2x3"), "--no-kernel-usage"]) == 0
+    again = json.loads((out / "evaluation.json").read_text())
+    assert again["kernel_usage"] is None and "kernels" not in again["seconds"]
+    assert again["summary"] == report["summary"]  # the same folder resumed: same images, same scores
+
 
 def test_outputs_mode_gives_the_same_numbers(tmp_path, evaluated, bench):
     elsewhere = tmp_path / "peer"

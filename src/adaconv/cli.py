@@ -211,6 +211,9 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--grid", metavar="CxS", help="use C contents x S styles spread over the folders (e.g. 5x8)")
     parser.add_argument("--limit", type=positive_int, help="score N pairs spread over the grid instead of all")
     parser.add_argument("--label", help="name of this run in tables and plots (default: the weights file name)")
+    parser.add_argument("--no-kernel-usage", dest="kernel_usage", action="store_false",
+                        help="skip AdaConv's kernel-usage diagnostic: it depends on the weights only, not on "
+                             "--alpha, so a trade-off curve needs it once")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

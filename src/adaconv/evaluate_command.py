@@ -152,10 +152,12 @@ def evaluate_command(args) -> int:
     phase = time.perf_counter()
     probe = _structure_probe(stylizer, encoded, contents, out, args.alpha, show) if stylizer is not None else None
     seconds["probe"] = time.perf_counter() - phase
-    phase = time.perf_counter()
-    kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)],
-                            args.style_size)
-    seconds["kernels"] = time.perf_counter() - phase
+    kernels = None
+    if args.kernel_usage:
+        phase = time.perf_counter()
+        kernels = _kernel_usage(stylizer, contents, [s for s in styles if any(s == ps for _, ps in pairs)],
+                                args.style_size)
+        seconds["kernels"] = time.perf_counter() - phase
     report = {
         "schema": SCHEMA, "version": SCHEMA_VERSION, "date": date.today().isoformat(),
         "source": source, "size": None if args.outputs else args.size,
