@@ -16,6 +16,7 @@ from io import BytesIO
 from pathlib import Path
 
 import gradio_client  # gradio, gradio_client and selenium are in the test extra: no skipping
+import numpy as np
 import pytest
 from gradio_client import handle_file
 from PIL import Image
@@ -24,8 +25,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from adaconv.app import PER_SCALE_PATTERNS, check_pixels, megapixels
+from adaconv.app import PER_SCALE_PATTERNS, ContentCache, check_pixels, megapixels, stylize_request
 from adaconv.errors import AdaconvError
+from adaconv.inference import Stylizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "adaconv" / "assets" / "examples"
 MAX_PIXELS = 60_000          # the shipped 224x224 styles fit; a 300x300 content does not
@@ -142,6 +144,35 @@ def test_pixel_budget_message():
     assert len(PER_SCALE_PATTERNS) == 14 and "1122" in PER_SCALE_PATTERNS and "1111" not in PER_SCALE_PATTERNS
 
 
+def test_a_photo_is_encoded_once_for_many_paintings(images):
+    """A visitor trying styles on one photo pays for the encoder once; the picture is the same either way."""
+    stylizer = Stylizer.from_pretrained("adain", device="cpu")
+    photo, style, style2 = (Image.open(images[name]) for name in ("content", "style", "style2"))
+
+    def request(content, painting, contents, alpha=1.0):
+        return stylize_request(stylizer, content, painting, alpha, "none", None, 0.5, "off", max_pixels=MAX_PIXELS,
+                               contents=contents)
+
+    # a 128x96 photo's encoding takes ~0.7 MB (pixels, padded batch, relu4_1): a 1 MB budget holds one
+    contents = ContentCache(stylizer, budget_mb=1)
+    _, first = request(photo, style, contents)
+    cached, second = request(photo, style2, contents, alpha=0.8)
+    assert "photo already encoded" not in first and "photo already encoded" in second
+    fresh, _ = request(photo, style2, None, alpha=0.8)
+    assert np.array_equal(np.asarray(cached), np.asarray(fresh))
+    assert len(contents) == 1 and 0.5 * 2**20 < contents.bytes <= 2**20
+
+    mirrored = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # another photo, the same size
+    _, line = request(mirrored, style, contents)
+    assert "photo already encoded" not in line and len(contents) == 1  # the first photo made room
+    _, line = request(photo, style, contents)
+    assert "photo already encoded" not in line
+
+    nothing_kept = ContentCache(stylizer, budget_mb=0)
+    request(photo, style, nothing_kept)
+    assert "photo already encoded" not in request(photo, style, nothing_kept)[1] and len(nothing_kept) == 0
+
+
 def test_bad_port_is_one_line_exit_2():
     done = subprocess.run([sys.executable, "-m", "adaconv", "app", "--port", "70000"], capture_output=True,
                           text=True, timeout=120)
@@ -216,6 +247,8 @@ def test_api_blend_and_colour(adain_server, images, client_downloads):
     result = Image.open(path)
     assert result.format == "PNG" and result.size == (128, 96)
     assert "luminance colour" in timing and "styles blended 70%/30%" in timing and "α 0.7" in timing
+    _, timing = call(adain_server, client_downloads, images["content"], images["style2"])  # the same photo again
+    assert "photo already encoded" in timing
 
 
 def test_api_errors_are_one_line(adain_server, images, client_downloads):

@@ -16,10 +16,13 @@ Imported by the CLI only; the library never imports it, and it needs the optiona
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -29,7 +32,7 @@ from PIL import Image
 
 from .errors import AdaconvError
 from .imageio import pil_to_tensor, to_srgb
-from .inference import Stylizer
+from .inference import EncodedContent, Stylizer
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -38,6 +41,7 @@ MAX_PIXELS = 2048 * 2048          # ~4.2 MP: a few seconds per request on a lapt
 MAX_UPLOAD_MB = 20
 MAX_QUEUE = 64
 CACHE_SWEEP = (300, 900)          # every 5 minutes, delete uploads and results older than 15 minutes
+CONTENT_CACHE_MB = 512            # the last photos' encoder features: ~56 bytes a pixel, ~230 MB at MAX_PIXELS
 # Per-scale mixing with two styles: which style each of AdaConv's four decoder scales takes, coarse to fine.
 # "1111" and "2222" are the plain styles, so they are not offered.
 PER_SCALE_PATTERNS = tuple("".join(p) for p in product("12", repeat=4) if len(set(p)) == 2)
@@ -51,6 +55,7 @@ class AppConfig:
     max_upload_mb: int = MAX_UPLOAD_MB
     max_queue: int = MAX_QUEUE
     concurrency: int = 0          # 0: one worker per two cores
+    content_cache_mb: int = CONTENT_CACHE_MB  # 0: encode every photo anew
 
     def workers(self) -> int:
         return self.concurrency or default_concurrency()
@@ -79,15 +84,58 @@ def example_images(kind: str) -> list[Path]:
     return sorted(p for p in (EXAMPLES / kind).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+class ContentCache:
+    """The encoder features of the last few photos, so that a visitor trying painting after painting on one photo
+    pays for the encoder (about half of a stylisation) once.
+
+    Keyed by a digest of the pixels (never by a name a visitor chose), least recently used first out, bounded in
+    bytes. The workers share it: a lock guards the bookkeeping, not the encoding, so two workers given the same new
+    photo at once may both encode it (and one copy is kept).
+    """
+
+    def __init__(self, stylizer: Stylizer, budget_mb: int = CONTENT_CACHE_MB):
+        self.stylizer = stylizer
+        self.budget = budget_mb * 2**20
+        self.entries: OrderedDict[bytes, tuple[EncodedContent, int]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.entries.values())
+
+    def encode(self, image: Image.Image) -> tuple[EncodedContent, bool]:
+        """The photo's encoding, and whether it was already here."""
+        digest = hashlib.blake2b(f"{image.mode} {image.size}".encode(), digest_size=20)
+        digest.update(image.tobytes())
+        key = digest.digest()
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key][0], True
+        encoded = self.stylizer.encode_content(pil_to_tensor(image, name="content"), tile="off", progress=False)
+        size = sum(t.nbytes for t in (encoded.image, encoded.batch, encoded.features))
+        if size <= self.budget:
+            with self.lock:
+                self.entries[key] = (encoded, size)
+                while self.bytes > self.budget:
+                    self.entries.popitem(last=False)
+        return encoded, False
+
+
 def per_scale_label(pattern: str) -> str:
     return " · ".join(pattern) + "  (coarse → fine)"
 
 
 def stylize_request(stylizer: Stylizer, content: Image.Image | None, style: Image.Image | None, alpha: float,
                     preserve_color: str, second_style: Image.Image | None, second_weight: float,
-                    per_scale: str, *, max_pixels: int) -> tuple[Image.Image, str]:
+                    per_scale: str, *, max_pixels: int,
+                    contents: ContentCache | None = None) -> tuple[Image.Image, str]:
     """One request: the form's values -> (the stylised image, a line saying what was done and how long it took).
 
+    ``contents``: where the photos' encodings are kept between requests (none: encoded every time).
     Bad input raises :class:`AdaconvError` with one line; the Gradio handler shows it as ``gr.Error``.
     """
     if content is None:
@@ -104,7 +152,6 @@ def stylize_request(stylizer: Stylizer, content: Image.Image | None, style: Imag
     for image, role in ((content, "content"), (style, "style"), (second_style, "second style")):
         if image is not None:
             check_pixels(image.size, role, max_pixels)
-    pixels = pil_to_tensor(to_srgb(content), name="content")
     first = pil_to_tensor(to_srgb(style), name="style")
     second = pil_to_tensor(to_srgb(second_style), name="second style") if second_style is not None else None
     options = {"alpha": float(alpha), "preserve_color": None if preserve_color == "none" else preserve_color}
@@ -124,6 +171,12 @@ def stylize_request(stylizer: Stylizer, content: Image.Image | None, style: Imag
     else:
         styles = [first]
     started = time.perf_counter()
+    if contents is None:
+        pixels = pil_to_tensor(to_srgb(content), name="content")
+    else:
+        pixels, reused = contents.encode(to_srgb(content))
+        if reused:
+            details.append("photo already encoded")
     result = stylizer.stylize(pixels, styles, tile="off", progress=False, **options)
     seconds = time.perf_counter() - started
     return result, f"{result.width}x{result.height} in {seconds:.2f} s ({stylizer.kind}; {', '.join(details)})"
@@ -164,10 +217,12 @@ def build_app(stylizer: Stylizer, config: AppConfig = AppConfig()):
         image.preprocess = preprocess
         return image
 
+    contents = ContentCache(stylizer, config.content_cache_mb)
+
     def run(content, style, alpha, preserve_color, second_style, second_weight, per_scale):
         try:
             return stylize_request(stylizer, content, style, alpha, preserve_color, second_style, second_weight,
-                                   per_scale, max_pixels=config.max_pixels)
+                                   per_scale, max_pixels=config.max_pixels, contents=contents)
         except AdaconvError as error:
             raise gr.Error(" ".join(str(error).split()), print_exception=False) from None
         except MemoryError:

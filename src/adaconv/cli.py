@@ -334,6 +334,9 @@ def add_app(commands) -> None:
                         help="requests that may wait; more are turned away (default 64)")
     parser.add_argument("--concurrency", type=positive_int, metavar="N",
                         help="stylisations run at once (default: one per two cores)")
+    parser.add_argument("--content-cache-mb", type=non_negative_int, default=512, metavar="MB",
+                        help="memory for the last photos' encoder features, so one photo in another style costs "
+                             "about half (default 512; 0: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,7 +508,7 @@ def run_app(args) -> int:
 
     args.backend, args.onnx = "torch", None  # the app's controls (colour, per-scale mixing) need the torch model
     config = AppConfig(max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb, max_queue=args.max_queue,
-                       concurrency=args.concurrency or 0)
+                       concurrency=args.concurrency or 0, content_cache_mb=args.content_cache_mb)
     serve(load_stylizer(args), host=args.host, port=args.port, config=config,
           announce=lambda text: print(text, file=sys.stderr, flush=True))
     return EXIT_OK
