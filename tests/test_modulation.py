@@ -84,3 +84,38 @@ def test_single_image_fast_path_matches_the_general_statistics():
     assert torch.allclose(fast_normalized, (x - mean) / (var + 1e-5).sqrt(), atol=1e-4)
     slow = instance_normalize(x.requires_grad_())  # with a gradient: the general path
     assert torch.allclose(slow.detach(), fast_normalized, atol=1e-4)
+
+
+def test_mean_std_matches_var_mean_in_value_and_gradient():
+    """mean_std takes its statistics from the batch-norm kernel and has a hand-written backward: both must be
+    var_mean's, per sample, on channels_last batches, in float64 (gradcheck) and for bf16 features (fp32 out)."""
+    torch.manual_seed(5)
+
+    def reference(x):
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, unbiased=False)
+        return mean, (var + 1e-5).sqrt()
+
+    x = (torch.randn(3, 16, 20, 12, dtype=torch.float64).relu() * 3 + 1).contiguous(memory_format=torch.channels_last)
+    for ours, theirs in zip(mean_std(x), reference(x)):
+        assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    small = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(mean_std, (small,))
+    assert torch.autograd.gradcheck(lambda t: mean_std(t)[1], (small,))  # σ alone: the mean's gradient is None
+    weights = torch.randn(2, 16, 1, 1, dtype=torch.float64)
+    grads = []
+    for function in (mean_std, reference):
+        leaf = x[:2].detach().requires_grad_()
+        mean, std = function(leaf)
+        (mean * weights + std * weights.flip(1) ** 2).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.allclose(*grads, rtol=1e-9, atol=1e-12)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+
+    features = x.float().bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean, std = mean_std(features)
+    assert mean.dtype == std.dtype == torch.float32
+    for ours, theirs in zip((mean, std), reference(features.detach().double())):
+        assert torch.allclose(ours.double(), theirs, rtol=1e-5)  # fp32 statistics of the bf16 values
+    std.sum().backward()
+    assert features.grad.dtype == torch.bfloat16 and torch.isfinite(features.grad).all()
