@@ -52,9 +52,12 @@ class _ChannelStatistics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, channels = features.shape[:2]
-        precise = features.float() if features.dtype in (torch.bfloat16, torch.float16) else features
+        weight = bias = None
+        if features.dtype in (torch.bfloat16, torch.float16):  # fp32 weights: the kernel returns fp32 statistics
+            weight = torch.ones(channels, device=features.device)
+            bias = torch.zeros(channels, device=features.device)
         with torch.autocast(features.device.type, enabled=False):
-            statistics = [torch.native_batch_norm(precise[i:i + 1], None, None, None, None, True, 0.0, EPS)[1:]
+            statistics = [torch.native_batch_norm(features[i:i + 1], weight, bias, None, None, True, 0.0, EPS)[1:]
                           for i in range(batch)]
         mean = torch.stack([mean for mean, _ in statistics]).view(batch, channels, 1, 1)
         std = torch.stack([inverse for _, inverse in statistics]).view(batch, channels, 1, 1).reciprocal()
