@@ -217,7 +217,7 @@ def build_app(stylizer: Stylizer, config: AppConfig = AppConfig()):
         image.preprocess = preprocess
         return image
 
-    contents = ContentCache(stylizer, config.content_cache_mb)
+    contents = ContentCache(stylizer, config.content_cache_mb) if config.content_cache_mb else None  # 0: no digests
 
     def run(content, style, alpha, preserve_color, second_style, second_weight, per_scale):
         try:
