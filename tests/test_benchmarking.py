@@ -17,6 +17,7 @@ from adaconv.benchmark_command import STYLE_SIDE, load_stylizer
 from adaconv.benchmarking import (
     PEAK_CALL_SECONDS,
     PeakRSS,
+    count_flops,
     cpu_peak_gflops,
     find_training_processes,
     grow_within_budget,
@@ -207,3 +208,21 @@ def test_wide_sizes_and_tiled_runs_are_measured_as_stylize_runs_them(tmp_path, a
     assert rows["on"]["tiled"] and not rows["off"]["tiled"]
     assert (rows["on"]["width"], rows["on"]["height"], rows["on"]["size"]) == (1104, 64, "1104x64")
     assert rows["off"]["flop"] < rows["on"]["flop"] < 2 * rows["off"]["flop"]
+
+
+def test_flop_count_of_a_grouped_convolution_backward_counts_each_group_once():
+    """Forward 2·out·(C_in/groups)·k²; each gradient (input, weight) as much again, whatever the grouping (torch's
+    own formula counts a grouped backward as dense: 8x too much here)."""
+    def convolution(features, weight, groups, backward):
+        output = torch.nn.functional.conv2d(features, weight, groups=groups)
+        if backward:
+            output.sum().backward()
+
+    for groups in (1, 8):
+        features = torch.randn(2, 16, 12, 10, requires_grad=True)
+        weight = torch.randn(16, 16 // groups, 3, 3, requires_grad=True)
+        forward = 2 * (2 * 16 * 10 * 8) * (16 // groups) * 9
+        assert count_flops(lambda: convolution(features, weight, groups, False)) == forward  # noqa: B023
+        assert count_flops(lambda: convolution(features, weight, groups, True)) == 3 * forward  # noqa: B023
+        frozen = features.detach()  # no gradient for the input: the weight's alone
+        assert count_flops(lambda: convolution(frozen, weight, groups, True)) == 2 * forward  # noqa: B023

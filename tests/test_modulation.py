@@ -1,8 +1,10 @@
 import torch
 
 from adaconv.modulation import (
+    _channels_first,
     adain,
     adaptive_conv,
+    adaptive_conv_of_normalized,
     identity_kernels,
     instance_normalize,
     mean_std,
@@ -119,3 +121,69 @@ def test_mean_std_matches_var_mean_in_value_and_gradient():
         assert torch.allclose(ours.double(), theirs, rtol=1e-5)  # fp32 statistics of the bf16 values
     std.sum().backward()
     assert features.grad.dtype == torch.bfloat16 and torch.isfinite(features.grad).all()
+
+
+def test_training_form_of_the_adaptive_layer_equals_the_per_sample_one_in_value_and_gradient():
+    """adaptive_conv_of_normalized (fp32, NCHW, folded batch, pointwise as a matrix product) must be
+    adaptive_conv of the normalised features, for every kind of grouping, in float64 and under gradcheck."""
+    torch.manual_seed(6)
+    batch = 3
+    cases = [(8, 8, True, torch.channels_last), (8, 4, True, torch.channels_last),
+             (8, 2, False, torch.contiguous_format), (6, 1, True, torch.contiguous_format)]
+    for channels, groups, with_pointwise, layout in cases:
+        features = (torch.randn(batch, channels, 7, 9, dtype=torch.float64).relu() * 2 + 0.3)
+        features = features.contiguous(memory_format=layout)
+        per_group = channels // groups
+        spatial = torch.randn(batch, channels, per_group, 3, 3, dtype=torch.float64)
+        pointwise = torch.randn(batch, channels, per_group, 1, 1, dtype=torch.float64) if with_pointwise else None
+        bias = torch.randn(batch, channels, dtype=torch.float64)
+        weights = torch.randn(batch, channels, 7, 9, dtype=torch.float64)
+        results = []
+        for form in ("per sample", "training"):
+            leaves = [t.detach().clone().requires_grad_() if t is not None else None
+                      for t in (features, spatial, pointwise, bias)]
+            x, k, p, b = leaves
+            mean, std = mean_std(x)
+            if form == "per sample":
+                out = adaptive_conv((x - mean) / std, k, p, b, groups)
+            else:
+                out = adaptive_conv_of_normalized(x, mean, std, k, p, b, groups)
+            (out * weights).sum().backward()
+            results.append((out.detach(), [t.grad for t in leaves if t is not None]))
+            assert out.dtype == torch.float64 and out.is_contiguous(memory_format=layout)
+        (reference, reference_grads), (ours, our_grads) = results
+        assert torch.allclose(ours, reference, rtol=1e-10, atol=1e-12)
+        for mine, theirs in zip(our_grads, reference_grads):
+            assert torch.allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+    inputs = [torch.randn(2, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
+              torch.randn(2, 4, 1, 1, dtype=torch.float64), torch.rand(2, 4, 1, 1, dtype=torch.float64) + 0.5,
+              torch.randn(2, 4, 2, 3, 3, dtype=torch.float64), torch.randn(2, 4, 2, 1, 1, dtype=torch.float64),
+              torch.randn(2, 4, dtype=torch.float64)]
+    assert torch.autograd.gradcheck(lambda *a: adaptive_conv_of_normalized(*a, 2),
+                                    [t.requires_grad_() for t in inputs])
+
+
+def test_training_form_under_bf16_autocast_computes_in_fp32_and_hands_back_bf16_channels_last():
+    torch.manual_seed(7)
+    features = torch.randn(2, 8, 12, 10).relu().bfloat16().contiguous(memory_format=torch.channels_last)
+    features.requires_grad_()
+    spatial = torch.randn(2, 8, 2, 3, 3, requires_grad=True)
+    pointwise = torch.randn(2, 8, 2, 1, 1, requires_grad=True)
+    bias = torch.randn(2, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean, std = mean_std(features)
+        out = adaptive_conv_of_normalized(features, mean, std, spatial, pointwise, bias, 4)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    exact = adaptive_conv(*[t.detach().double() for t in ((features - mean) / std, spatial, pointwise, bias)], 4)
+    assert torch.allclose(out.double(), exact, rtol=1e-2, atol=1e-2)  # fp32 inside, one bf16 rounding at the end
+    out.float().square().sum().backward()
+    assert features.grad.dtype == torch.bfloat16 and features.grad.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.isfinite(t.grad).all() for t in (features, spatial, pointwise, bias))
+
+
+def test_channels_first_transposes_exactly():
+    torch.manual_seed(8)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = (torch.randn(3, 5, 4, 6) * 1e3).to(dtype).contiguous(memory_format=torch.channels_last)
+        y = _channels_first(x)
+        assert y.is_contiguous() and y.dtype == dtype and torch.equal(y, x)

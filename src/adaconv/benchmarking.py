@@ -6,6 +6,7 @@ Used by ``adaconv benchmark`` and the scripts in benchmarks/.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -247,10 +248,23 @@ def measured_peak_gflops(repeats: int = 5, dtype: torch.dtype = torch.float32,
 
 
 def count_flops(function) -> int:
-    """FLOPs of one call by torch's FLOP counter (convolutions and matrix products; element-wise ops are free)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call by torch's FLOP counter (convolutions and matrix products; element-wise ops are free),
+    with grouped convolutions' backward counted per group (:func:`_convolution_backward_flops`)."""
+    mapping = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         function()
     return counter.get_total_flops()
+
+
+def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                                _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """torch's formula (2.13) counts a grouped convolution's backward as if it were dense, ``groups`` times too
+    many: AdaConv's per-sample kernels, folded into one convolution of B·groups groups, came out at 20x their
+    cost. Each gradient (input, weight) costs what the forward does: 2 x (elements of the side that is not
+    summed over) x (the weight's elements per output channel)."""
+    elements = math.prod(x_shape if transposed else grad_out_shape)
+    per_pass = 2 * elements * math.prod(w_shape[1:])
+    return per_pass * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
 def median_seconds(function, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:

@@ -17,7 +17,15 @@ from torch import nn
 from .decoder import SCALE_CHANNELS, Decoder
 from .encoder import VGGEncoder, shared_encoder
 from .kernel_prediction import GROUPS, STYLE_IMAGE_SIZE, KernelPredictor, StyleEncoder
-from .modulation import adain, adaptive_conv, identity_kernels, mean_std, normalize_with_statistics
+from .modulation import (
+    adain,
+    adaptive_conv,
+    adaptive_conv_of_normalized,
+    identity_kernels,
+    mean_std,
+    normalize_with_statistics,
+    wants_gradients,
+)
 from .preprocessing import resize
 
 MODEL_KINDS = ("adain", "adaconv")
@@ -204,11 +212,16 @@ class AdaConvModel(StyleTransferModel):
         """The AdaConv layer at the start of decoder scale ``scale``."""
         predictor = self.kernel_predictors[scale]
         spatial, pointwise, bias = predictor(style.descriptor)
-        if statistics is None:
-            normalized, own_mean, own_std = normalize_with_statistics(features)
-        else:
+        training = wants_gradients(features, spatial, pointwise, bias)
+        normalized = None  # training normalises inside adaptive_conv_of_normalized
+        if statistics is not None:
             own_mean, own_std = statistics(scale, features)
-            normalized = (features - own_mean) / own_std
+            if not training:
+                normalized = (features - own_mean) / own_std
+        elif training:
+            own_mean, own_std = mean_std(features)
+        else:
+            normalized, own_mean, own_std = normalize_with_statistics(features)
         if self.parametrization == "residual":
             channels = predictor.channels
             if scale == 0:
@@ -219,6 +232,8 @@ class AdaConvModel(StyleTransferModel):
             spatial = spatial + identity_spatial * base_std.view(-1, channels, 1, 1, 1)
             pointwise = pointwise + getattr(self, f"identity_pointwise_{channels}")
             bias = bias + base_mean.view(-1, channels)
+        if normalized is None:
+            return adaptive_conv_of_normalized(features, own_mean, own_std, spatial, pointwise, bias, predictor.groups)
         return adaptive_conv(normalized, spatial, pointwise, bias, predictor.groups)
 
     def decode(self, content_features: torch.Tensor, style: StyleCode | Sequence[StyleCode],

@@ -69,10 +69,23 @@ class _ChannelStatistics(torch.autograd.Function):
         # μ = Σx / n and σ = sqrt(Σ(x − μ)² / n + ε), so ∂μ/∂x = 1/n and ∂σ/∂x = (x − μ) / (nσ): the gradient is
         # one affine map per sample and channel, a·x + b, applied in a single pass
         features, mean, std = ctx.saved_tensors
+        batch, channels = features.shape[:2]
         count = features.shape[2] * features.shape[3]
         scale = grad_std / (count * std) if grad_std is not None else torch.zeros_like(std)
-        shift = (grad_mean / count if grad_mean is not None else torch.zeros_like(mean)) - scale * mean
-        return torch.addcmul(shift, features, scale).to(features.dtype)
+        offset = grad_mean / count if grad_mean is not None else torch.zeros_like(mean)
+        if features.device.type != "cpu":
+            return torch.addcmul(offset - scale * mean, features, scale).to(features.dtype)
+        # on the CPU, as batch norm's inference transform, scale·(x − μ)/sqrt(1 + 0) + offset, per image: it reads
+        # bf16 features with fp32 parameters and writes the bf16 gradient in one pass, where addcmul would cast
+        # the features to an fp32 copy first and make an fp32 result to cast down (5 ms vs 28 for 8x64x256²)
+        grad = torch.empty_like(features)
+        unit = torch.ones(channels, dtype=scale.dtype, device=scale.device)
+        unused = torch.empty(0, dtype=scale.dtype, device=scale.device)
+        for i in range(batch):
+            torch.ops.aten.native_batch_norm.out(
+                features[i:i + 1], scale[i].view(channels), offset[i].view(channels), mean[i].view(channels), unit,
+                False, 0.0, 0.0, out=grad[i:i + 1], save_mean=unused, save_invstd=unused)
+        return grad
 
 
 def instance_normalize(features: torch.Tensor) -> torch.Tensor:
@@ -98,11 +111,9 @@ def adaptive_conv(features: torch.Tensor, spatial_kernels: torch.Tensor,
         biases: [B, C].
         groups: channel groups per sample.
 
-    One grouped convolution per sample. Folding the batch into the groups (one [1, B·C, H, W] call) reads
-    better but is slower on channels_last tensors, the layout everything here runs in: the fold and its
-    inverse are layout-changing copies of the whole activation, forward and backward, and the result leaves
-    channels_last for the next layer. Measured on the training step (batch 4–8, bf16): the decoder's forward
-    and backward 6–12% faster this way (docs/benchmarks.md).
+    One grouped convolution per sample, in the features' layout and dtype: the form for inference (one image, no
+    gradient), where it is as fast as any and what ONNX export traces. Training takes
+    :func:`adaptive_conv_of_normalized`, whose backward is several times faster.
     """
     batch, channels = features.shape[:2]
     size = spatial_kernels.shape[-1]
@@ -117,6 +128,120 @@ def adaptive_conv(features: torch.Tensor, spatial_kernels: torch.Tensor,
         outputs.append(x)
     x = outputs[0] if batch == 1 else torch.cat(outputs)
     return x + biases.reshape(batch, channels, 1, 1)
+
+
+def wants_gradients(*tensors: torch.Tensor | None) -> bool:
+    """Training: a gradient is being taken of one of ``tensors`` (the features or the predicted kernels)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def adaptive_conv_of_normalized(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                                spatial_kernels: torch.Tensor, pointwise_kernels: torch.Tensor | None,
+                                biases: torch.Tensor, groups: int) -> torch.Tensor:
+    """``adaptive_conv((features − mean) / std, ...)`` laid out for training: fp32, NCHW, the batch folded into the
+    groups, the pointwise kernels as one batched matrix product.
+
+    Why not the per-sample loop of :func:`adaptive_conv`: oneDNN's backward of a grouped convolution with few
+    channels per group is slow in bf16 and on channels_last tensors (the 256-channel layer, 2 channels per group:
+    ~580 ms per batch of 8 at 64x64 against ~90 ms for this form; docs/benchmarks.md). Here the four AdaConv layers
+    of a training step run in fp32, which is also the more precise; the result comes back in the features' layout
+    and the autocast dtype, ready for the next decoder convolution.
+    """
+    batch, channels, height, width = features.shape
+    per_group = channels // groups
+    size = spatial_kernels.shape[-1]
+    device = features.device.type
+    out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else features.dtype
+    channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    compute = torch.promote_types(features.dtype, torch.float32)  # fp32, or float64 for gradcheck
+    with torch.autocast(device, enabled=False):
+        x = _Normalization.apply(features, mean, std)
+        if size > 1:
+            x = F.pad(x, (size // 2,) * 4, mode="reflect")
+        kernels = spatial_kernels.to(compute).reshape(batch * channels, per_group, size, size)
+        x = F.conv2d(x.view(1, batch * channels, *x.shape[-2:]), kernels, groups=batch * groups)
+        x = x.view(batch, channels, height, width)
+        bias = biases.to(compute).view(batch, channels, 1, 1)
+        if pointwise_kernels is None:
+            x = x + bias
+        elif per_group == 1:  # one channel per group: the pointwise kernel is a per-channel scale
+            x = torch.addcmul(bias, x, pointwise_kernels.to(compute).view(batch, channels, 1, 1))
+        else:
+            x = torch.baddbmm(bias.reshape(batch * groups, per_group, 1),
+                              pointwise_kernels.to(compute).reshape(batch * groups, per_group, per_group),
+                              x.reshape(batch * groups, per_group, height * width))
+            x = x.view(batch, channels, height, width)
+    if channels_last:
+        return _ToChannelsLast.apply(x, out_dtype)
+    return x.to(out_dtype)
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """A channels_last [B, C, H, W] tensor as a contiguous (NCHW) one with the same values.
+
+    As a batched product with the identity, [C, C] x [C, H·W] per image, which is exact (one term of each sum is
+    the value, the others are zeros) and on the CPU 3-6x faster than ``.contiguous()``: PyTorch's copy into this
+    layout is a strided gather, the matrix product a blocked transpose (8x64x256x256: 63 ms vs 12 in bf16).
+    """
+    if x.is_contiguous() or x.dim() != 4:
+        return x.contiguous()
+    batch, channels, height, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+    identity = torch.eye(channels, dtype=x.dtype, device=x.device).expand(batch, channels, channels)
+    return torch.bmm(identity, rows.transpose(1, 2)).view(batch, channels, height, width)
+
+
+class _ToChannelsLast(torch.autograd.Function):
+    """NCHW -> channels_last in ``dtype`` (a fast copy), with the gradient brought back by :func:`_channels_first`
+    (autograd's own would copy it the slow way)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.input_dtype = x.dtype
+        return x.to(dtype=dtype, memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _channels_first(grad).to(ctx.input_dtype), None
+
+
+class _Normalization(torch.autograd.Function):
+    """(features − mean) / std as a new fp32 NCHW tensor (float64 for float64 features), from any dtype and layout.
+
+    Autograd's own version of the expression makes an fp32 tensor in the features' layout, a second for the
+    division, and a layout copy for the folded convolution, and the same again backward; this writes the result
+    once and takes the gradient in two passes (the per-channel sums, then one multiply into the features' dtype
+    and layout).
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        compute = torch.promote_types(features.dtype, torch.float32)
+        inverse = std.to(compute).reciprocal()
+        normalized = torch.empty(features.shape, dtype=compute, device=features.device)
+        torch.addcmul(-mean.to(compute) * inverse, _channels_first(features), inverse, out=normalized)
+        ctx.save_for_backward(normalized, inverse)
+        ctx.features_dtype, ctx.mean_dtype, ctx.std_dtype = features.dtype, mean.dtype, std.dtype
+        ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+        return normalized
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # y = (x − μ) / σ: ∂/∂x = g / σ, ∂/∂μ = −Σ g / σ, ∂/∂σ = −Σ g·y / σ (sums over the image)
+        normalized, inverse = ctx.saved_tensors
+        grad_features = grad_mean = grad_std = None
+        if ctx.needs_input_grad[0]:
+            layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+            grad_features = torch.empty(grad.shape, dtype=ctx.features_dtype, device=grad.device,
+                                        memory_format=layout)
+            torch.mul(grad, inverse, out=grad_features)
+        if ctx.needs_input_grad[1]:
+            grad_mean = (-grad.sum(dim=(2, 3), keepdim=True) * inverse).to(ctx.mean_dtype)
+        if ctx.needs_input_grad[2]:
+            batch, channels = grad.shape[:2]
+            dot = torch.bmm(grad.reshape(batch * channels, 1, -1), normalized.reshape(batch * channels, -1, 1))
+            grad_std = (-dot.view_as(inverse) * inverse).to(ctx.std_dtype)
+        return grad_features, grad_mean, grad_std
 
 
 def identity_kernels(channels: int, groups: int, size: int, *, dtype=None, device=None) -> torch.Tensor:
