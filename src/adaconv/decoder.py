@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .padded_conv import ReflectionPaddedConv2d
 
 SCALE_CHANNELS = (512, 256, 128, 64)
 # Conv layers of each scale as (in, out); an upsampling follows every scale but the last.
@@ -22,21 +23,6 @@ SCALE_CONVS = (
     ((128, 128), (128, 64)),
     ((64, 64), (64, 3)),
 )
-
-
-class ReflectionPaddedConv2d(nn.Conv2d):
-    """``nn.Conv2d(..., padding_mode="reflect")`` whose padding stays in the input's dtype under autocast.
-
-    CPU autocast runs reflection padding in fp32: a bf16 activation was cast up, padded, and cast back down by the
-    convolution, and the same again for the gradient, ~0.6 s of a 2.9 s AdaConv training step at 256² (AMX CPU,
-    docs/benchmarks.md). Padding copies values, so doing it in bf16 changes nothing but the time. Same parameters
-    and state dict as the plain module.
-    """
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        with torch.autocast(input.device.type, enabled=False):
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode="reflect")
-        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:

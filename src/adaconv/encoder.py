@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .padded_conv import ReflectionPaddedConv2d
+
 TAPS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 TAP_CHANNELS = (64, 128, 256, 512)
 
@@ -109,7 +111,8 @@ class VGGEncoder(nn.Module):
             name, cin, cout = layer
             # skip_init: the weights are overwritten below, and building the encoder must not consume
             # the global RNG (a model's initialisation would then depend on whether an encoder existed)
-            conv = nn.utils.skip_init(nn.Conv2d, cin, cout, 3, padding=1, padding_mode=padding_mode)
+            kind = ReflectionPaddedConv2d if padding_mode == "reflect" else nn.Conv2d
+            conv = nn.utils.skip_init(kind, cin, cout, 3, padding=1, padding_mode=padding_mode)
             weight, bias = (t.clone() for t in weights[name])
             if incoming_scale is not None:  # undo the previous tap's division for the layers after it
                 weight = weight * incoming_scale.view(1, -1, 1, 1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .padded_conv import ReflectionPaddedConv2d
+
 STYLE_IMAGE_SIZE = 256        # the style encoder's fully connected layer fixes the input size
 DESCRIPTOR_CHANNELS = 512     # s_d (consensus)
 DESCRIPTOR_SIZE = 3           # k (consensus)
@@ -29,7 +31,7 @@ class StyleEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(3):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
+            layers += [ReflectionPaddedConv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
                        nn.AvgPool2d(2), nn.LeakyReLU(0.2)]
         self.convs = nn.Sequential(*layers)
         self.pooled_size = input_size // 8
