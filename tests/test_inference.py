@@ -207,3 +207,24 @@ def test_an_encoded_content_belongs_to_its_stylizer(stylizers, adain_weights, co
         Stylizer.from_weights(adain_weights, device="cpu").stylize(encoded, style_path)
     with pytest.raises(AdaconvError, match="content_size"):
         stylizers["adain"].stylize(encoded, style_path, content_size=64)
+
+
+@pytest.mark.parametrize("kind", ["adain", "adaconv"])
+def test_bf16_precision_gives_the_fp32_picture_within_bf16_rounding(kind, adain_weights, adaconv_weights,
+                                                                     small_content, style_path):
+    """Autocast to bf16 (the fast path on AMX CPUs) must paint the same picture: a mean difference well under 1%,
+    for a plain style, α < 1 and a blend (the paths that call the model differently)."""
+    weights = {"adain": adain_weights, "adaconv": adaconv_weights}[kind]
+    full, half = (Stylizer.from_weights(weights, device="cpu", precision=p) for p in ("fp32", "bf16"))
+    assert half.precision == "bf16" and full.precision == "fp32"
+    for options in ({}, {"alpha": 0.6}):
+        ours = half.stylize_tensor(small_content, style_path, style_size=64, **options)
+        reference = full.stylize_tensor(small_content, style_path, style_size=64, **options)
+        assert ours.dtype == torch.float32 and ours.shape == reference.shape
+        difference = (ours - reference).abs()
+        assert difference.mean() < 0.01 and difference.max() < 0.25, (options, difference.mean(), difference.max())
+    assert not torch.equal(ours, reference)  # bf16 really ran
+    with pytest.raises(AdaconvError, match="precision must be one of"):
+        Stylizer.from_weights(weights, device="cpu", precision="int4")
+    with pytest.raises(AdaconvError, match="fp16 needs a CUDA device"):
+        Stylizer.from_weights(weights, device="cpu", precision="fp16")

@@ -202,3 +202,17 @@ def test_standard_input_to_standard_output(corpus, style_path):
     assert broken.returncode == 2 and broken.stdout == b""
     assert broken.stderr.decode().strip() == "adaconv stylize: error: -: not an image file " \
                                              "(or a format Pillow cannot read)"
+
+
+def test_precision_bf16_writes_the_picture_and_fp16_on_the_cpu_is_a_one_line_error(tmp_path, content_path,
+                                                                                   style_path, capsys):
+    out = tmp_path / "bf16.png"
+    assert main(["stylize", str(content_path), "--style", str(style_path), "-o", str(out), "--precision", "bf16",
+                 "--device", "cpu", *SIZE, "--quiet"]) == 0
+    assert Image.open(out).size[0] == 64 or Image.open(out).size[1] == 64
+    refused = tmp_path / "fp16.png"
+    code = main(["stylize", str(content_path), "--style", str(style_path), "-o", str(refused), "--precision", "fp16",
+                 "--device", "cpu", *SIZE, "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not refused.exists()
+    assert error[-1] == "adaconv stylize: error: precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)"

@@ -37,7 +37,7 @@ from .benchmarking import (
 from .devices import pick_device
 from .errors import AdaconvError
 from .imageio import write_atomically
-from .inference import TILE_ABOVE_PIXELS, Stylizer
+from .inference import PRECISIONS, TILE_ABOVE_PIXELS, Stylizer, precision_context
 from .models import MODEL_KINDS, StyleCode, build_model
 from .preprocessing import prepare_style
 from .progress import progress_bar
@@ -45,7 +45,6 @@ from .weights import shipped_weights_path
 
 SCHEMA = "adaconv-benchmark"
 STYLE_SIDE = 512  # the random style image's side before the model's own style preparation
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -79,12 +78,6 @@ def load_stylizer(kind: str, weights: str | None, device: torch.device) -> tuple
         return stylizer, f"shipped ({stylizer.info['provenance'].get('iterations', '?')} iterations)"
     torch.manual_seed(0)
     return Stylizer(build_model(kind), device=device), "untrained (none shipped; speed does not depend on weights)"
-
-
-def precision_context(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
 def significant(value: float, digits: int = 4) -> float:
@@ -249,7 +242,7 @@ def machine_info(device: torch.device) -> dict:
 def device_peaks(device: torch.device, precision: str) -> dict:
     """The yardsticks for "share of peak", both in the benchmark's precision: on a CPU the nominal figure from its
     flags and clock, and on any device the best rate measured."""
-    dtype = DTYPES[precision]
+    dtype = PRECISIONS[precision]
     measured, how = measured_peak(dtype=dtype, device=device)
     peaks: dict = {"measured": significant(measured), "measured_how": f"{how} ({precision.upper()})"}
     if device.type == "cpu":

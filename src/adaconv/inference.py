@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,11 +83,36 @@ class EncodedContent:
         return f"EncodedContent({self.size[1]}x{self.size[0]}, {self.model.kind}{tiles})"
 
 
-class Stylizer:
-    """A model ready to stylise: device placement, image sizing, style caching, α and style blending."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model: StyleTransferModel, *, device: str | torch.device = "auto", info: dict | None = None):
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast to ``precision`` on ``device`` (nothing for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise AdaconvError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise AdaconvError("precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+
+
+class Stylizer:
+    """A model ready to stylise: device placement, image sizing, style caching, α and style blending.
+
+    ``precision``: "fp32" (default), or autocast to "bf16" (CPU, CUDA) or "fp16" (CUDA). On a CPU with AMX, bf16
+    stylises a 512² photo ~3x faster than fp32 (docs/benchmarks.md) with a mean pixel difference under 1%;
+    on a CPU without native bf16 it is slower than fp32.
+    """
+
+    def __init__(self, model: StyleTransferModel, *, device: str | torch.device = "auto", info: dict | None = None,
+                 precision: str = "fp32"):
         self.device = pick_device(device) if isinstance(device, str) else device
+        check_precision(precision, self.device)
+        self.precision = precision
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.info = info or {"model": model.kind}
         self._style_cache: OrderedDict = OrderedDict()
@@ -97,7 +123,7 @@ class Stylizer:
         return self.model.kind
 
     @classmethod
-    def from_pretrained(cls, name: str = DEFAULT_MODEL, *, device: str = "auto") -> Stylizer:
+    def from_pretrained(cls, name: str = DEFAULT_MODEL, *, device: str = "auto", precision: str = "fp32") -> Stylizer:
         """The weights shipped inside the package for ``name`` ("adain" or "adaconv")."""
         if name not in MODEL_KINDS:
             raise AdaconvError(f"unknown model {name!r}: choose one of {', '.join(MODEL_KINDS)}")
@@ -105,13 +131,17 @@ class Stylizer:
         if not path.exists():
             raise WeightsError(f"no trained {name} weights are shipped with this version of adaconv; "
                                f"pass --weights FILE (a file from 'adaconv export-weights')")
-        return cls.from_weights(path, model=name, device=device)
+        return cls.from_weights(path, model=name, device=device, precision=precision)
 
     @classmethod
-    def from_weights(cls, path: str | os.PathLike, *, model: str | None = None, device: str = "auto") -> Stylizer:
+    def from_weights(cls, path: str | os.PathLike, *, model: str | None = None, device: str = "auto",
+                     precision: str = "fp32") -> Stylizer:
         """Any weights file in the package's format; ``model`` (if given) must match the file."""
         network, info = model_from_weights(path, expected_kind=model)
-        return cls(network, device=device, info=info)
+        return cls(network, device=device, info=info, precision=precision)
+
+    def _autocast(self):
+        return precision_context(self.precision, self.device)
 
     # -- styles ----------------------------------------------------------------------------------
     @staticmethod
@@ -145,11 +175,12 @@ class Stylizer:
                     return code
         original = to_tensor(style)
         batch = prepare_style(original, self.kind, style_size)[None].to(self.device, memory_format=torch.channels_last)
-        if self.kind == "adaconv":
-            square = resize(original, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)[None].to(self.device)
-            code = self.model.encode_style(batch, square.contiguous(memory_format=torch.channels_last))
-        else:
-            code = self.model.encode_style(batch)
+        with self._autocast():
+            if self.kind == "adaconv":
+                square = resize(original, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)[None].to(self.device)
+                code = self.model.encode_style(batch, square.contiguous(memory_format=torch.channels_last))
+            else:
+                code = self.model.encode_style(batch)
         if key is not None:
             with self._style_cache_lock:
                 self._style_cache[key] = code
@@ -180,11 +211,12 @@ class Stylizer:
         if tile == "on" or (tile == "auto" and height * width > TILE_ABOVE_PIXELS):
             grid = tile_grid(*batch.shape[-2:], tile_size)
             grid = grid if len(grid) > 1 else None  # one tile is the untiled run
-        if grid is None:
-            features = self.model.encoder.encode(batch)
-        else:
-            bar = _tile_bar(len(grid) * (1 + passes_after), progress)
-            features = encode_tiled(self.model.encoder, batch, grid, bar.update)
+        with self._autocast():
+            if grid is None:
+                features = self.model.encoder.encode(batch)
+            else:
+                bar = _tile_bar(len(grid) * (1 + passes_after), progress)
+                features = encode_tiled(self.model.encoder, batch, grid, bar.update)
         return EncodedContent(content, batch, features, grid, self.model), bar
 
     def _sized_content(self, content, content_size: int | None, tile: str) -> torch.Tensor:
@@ -244,17 +276,19 @@ class Stylizer:
             return self.encode_style(image, style_size=style_size)
 
         def decode(style_codes, masks=None) -> torch.Tensor:
-            if grid is not None:
-                return decode_tiled(self.model, features, style_codes, grid, masks=masks, advance=bar.update)
-            if masks is not None:
-                return self.model.decode_regions(features, style_codes, masks)
-            return self.model.decode(features, style_codes)
+            with self._autocast():
+                if grid is not None:
+                    return decode_tiled(self.model, features, style_codes, grid, masks=masks, advance=bar.update)
+                if masks is not None:
+                    return self.model.decode_regions(features, style_codes, masks)
+                return self.model.decode(features, style_codes)
 
         def with_alpha(code: StyleCode) -> StyleCode:
             if alpha == 1.0:
                 return code
             if encoded.own_code is None:
-                encoded.own_code = self.model.own_style_code(batch, features)
+                with self._autocast():
+                    encoded.own_code = self.model.own_style_code(batch, features)
             return blend_style_codes([encoded.own_code, code], [1.0 - alpha, alpha])
 
         if style_per_scale is not None:

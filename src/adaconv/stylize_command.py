@@ -109,11 +109,12 @@ def load_stylizer(args) -> Stylizer:
         return load_onnx_stylizer(args)
     if args.onnx:
         raise AdaconvError("--onnx DIR needs --backend onnxruntime")
+    precision = getattr(args, "precision", "fp32")
     if args.weights:
-        return Stylizer.from_weights(args.weights, model=args.model, device=args.device)
+        return Stylizer.from_weights(args.weights, model=args.model, device=args.device, precision=precision)
     if args.model:
-        return Stylizer.from_pretrained(args.model, device=args.device)
-    return Stylizer.from_pretrained(device=args.device)
+        return Stylizer.from_pretrained(args.model, device=args.device, precision=precision)
+    return Stylizer.from_pretrained(device=args.device, precision=precision)
 
 
 def load_onnx_stylizer(args):
@@ -122,6 +123,8 @@ def load_onnx_stylizer(args):
 
     if args.device not in ("auto", "cpu"):
         raise AdaconvError("--backend onnxruntime runs on the CPU here; use --device cpu or auto")
+    if getattr(args, "precision", "fp32") != "fp32":
+        raise AdaconvError("--precision applies to the torch backend; use --onnx-variant with onnxruntime")
     folder = Path(args.onnx) if args.onnx else None
     if folder is None:
         from .export import export_onnx
