@@ -109,6 +109,21 @@ def test_stability_reduces_flicker_on_the_real_clip(clip, data_dir):
     assert values[1] < 0.8 * values[0]
 
 
+def test_frames_in_bf16_match_fp32_within_rounding(clip, style_path):
+    """--precision bf16 reaches the video path (which calls the model itself), with stability on and α < 1."""
+    from adaconv.video import FrameStylizer, _frames_to_tensor
+
+    with av.open(str(clip)) as container:
+        frames = _frames_to_tensor(list(container.decode(video=0))[:4])
+    outputs = []
+    for precision in ("fp32", "bf16"):
+        stylizer = Stylizer.from_pretrained("adain", device="cpu", precision=precision)
+        outputs.append(FrameStylizer(stylizer, style_path, alpha=0.8, stability=0.5)(frames))
+    difference = (outputs[0] - outputs[1]).abs()
+    assert outputs[1].dtype == torch.float32 and outputs[1].shape == frames.shape
+    assert 0 < difference.mean() < 0.01
+
+
 def test_flicker_of_a_copy_is_one_and_of_noise_is_larger():
     rng = np.random.default_rng(0)
     frames = [rng.random((8, 8)) * 0.1 + i * 0.05 for i in range(5)]

@@ -140,7 +140,8 @@ class Stylizer:
         network, info = model_from_weights(path, expected_kind=model)
         return cls(network, device=device, info=info, precision=precision)
 
-    def _autocast(self):
+    def autocast(self):
+        """The context the model runs in at this Stylizer's precision (for code that calls ``model`` itself)."""
         return precision_context(self.precision, self.device)
 
     # -- styles ----------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class Stylizer:
                     return code
         original = to_tensor(style)
         batch = prepare_style(original, self.kind, style_size)[None].to(self.device, memory_format=torch.channels_last)
-        with self._autocast():
+        with self.autocast():
             if self.kind == "adaconv":
                 square = resize(original, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)[None].to(self.device)
                 code = self.model.encode_style(batch, square.contiguous(memory_format=torch.channels_last))
@@ -211,7 +212,7 @@ class Stylizer:
         if tile == "on" or (tile == "auto" and height * width > TILE_ABOVE_PIXELS):
             grid = tile_grid(*batch.shape[-2:], tile_size)
             grid = grid if len(grid) > 1 else None  # one tile is the untiled run
-        with self._autocast():
+        with self.autocast():
             if grid is None:
                 features = self.model.encoder.encode(batch)
             else:
@@ -276,7 +277,7 @@ class Stylizer:
             return self.encode_style(image, style_size=style_size)
 
         def decode(style_codes, masks=None) -> torch.Tensor:
-            with self._autocast():
+            with self.autocast():
                 if grid is not None:
                     return decode_tiled(self.model, features, style_codes, grid, masks=masks, advance=bar.update)
                 if masks is not None:
@@ -287,7 +288,7 @@ class Stylizer:
             if alpha == 1.0:
                 return code
             if encoded.own_code is None:
-                with self._autocast():
+                with self.autocast():
                     encoded.own_code = self.model.own_style_code(batch, features)
             return blend_style_codes([encoded.own_code, code], [1.0 - alpha, alpha])
 

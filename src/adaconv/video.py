@@ -136,11 +136,13 @@ class FrameStylizer:
             return self._onnx(frames)
         batch, (height, width) = pad_to_multiple(frames.to(self.device))
         batch = batch.contiguous(memory_format=torch.channels_last)
-        features = self.model.encoder.encode(batch)
-        code = StyleCode(*(None if v is None else v.expand(len(batch), *v.shape[1:]) for v in self.code._values()))
-        if self.alpha != 1.0:
-            code = blend_style_codes([self.model.own_style_code(batch, features), code], [1 - self.alpha, self.alpha])
-        output = self.model.decode(features, code, statistics=self.statistics)
+        with self.stylizer.autocast():
+            features = self.model.encoder.encode(batch)
+            code = StyleCode(*(None if v is None else v.expand(len(batch), *v.shape[1:]) for v in self.code._values()))
+            if self.alpha != 1.0:
+                own = self.model.own_style_code(batch, features)
+                code = blend_style_codes([own, code], [1 - self.alpha, self.alpha])
+            output = self.model.decode(features, code, statistics=self.statistics)
         output = output[:, :, :height, :width].float().clamp(0, 1).cpu()
         return self.blend(frames.float().cpu(), output) if self.blend is not None else output
 
