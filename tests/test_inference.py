@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from adaconv import Stylizer
+from adaconv.devices import bf16_is_fast
 from adaconv.errors import AdaconvError, WeightsError
 from adaconv.imageio import to_tensor
 from adaconv.preprocessing import resize
@@ -224,7 +225,9 @@ def test_bf16_precision_gives_the_fp32_picture_within_bf16_rounding(kind, adain_
         difference = (ours - reference).abs()
         assert difference.mean() < 0.01 and difference.max() < 0.25, (options, difference.mean(), difference.max())
     assert not torch.equal(ours, reference)  # bf16 really ran
-    with pytest.raises(AdaconvError, match="precision must be one of"):
+    automatic = Stylizer.from_weights(weights, device="cpu", precision="auto").precision
+    assert automatic == ("bf16" if bf16_is_fast(torch.device("cpu")) else "fp32")
+    with pytest.raises(AdaconvError, match="precision must be auto or one of"):
         Stylizer.from_weights(weights, device="cpu", precision="int4")
     with pytest.raises(AdaconvError, match="fp16 needs a CUDA device"):
         Stylizer.from_weights(weights, device="cpu", precision="fp16")

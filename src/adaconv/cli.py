@@ -80,9 +80,9 @@ def add_stylize(commands) -> None:
 
 
 def add_precision_option(parser) -> None:
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
                         help="fp32, or autocast to bf16 (~3x faster on a CPU with AMX, slower on one without native "
-                             "bf16) or fp16 (CUDA); the torch backend")
+                             "bf16) or fp16 (CUDA), or auto (bf16 where native); the torch backend")
 
 
 def add_model_options(parser) -> None:

@@ -24,3 +24,19 @@ def pick_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise AdaconvError(f"--device {name}: choose auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 / AMX).
+
+    Measured here (AMD EPYC with AVX512-BF16): AdaIN steps 1.7x faster, training losses within 0.2% of fp32
+    over the same 60 batches (docs/training.md). Without it (an AVX2-only EPYC, session 11) bf16 products are
+    emulated and far slower than fp32, so fp32 it is.
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))

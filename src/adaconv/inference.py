@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .color_control import check_mode as check_color_mode
 from .color_control import keep_content_chroma, match_color_statistics
-from .devices import pick_device
+from .devices import bf16_is_fast, pick_device
 from .errors import AdaconvError, WeightsError
 from .imageio import tensor_to_pil, to_tensor
 from .kernel_prediction import STYLE_IMAGE_SIZE
@@ -93,26 +93,29 @@ def precision_context(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` checked against ``device``; "auto" is bf16 where it is native (CUDA, AVX512-BF16, AMX)."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
     if precision not in PRECISIONS:
-        raise AdaconvError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise AdaconvError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise AdaconvError("precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return precision
 
 
 class Stylizer:
     """A model ready to stylise: device placement, image sizing, style caching, α and style blending.
 
-    ``precision``: "fp32" (default), or autocast to "bf16" (CPU, CUDA) or "fp16" (CUDA). On a CPU with AMX, bf16
-    stylises a 512² photo ~3x faster than fp32 (docs/benchmarks.md) with a mean pixel difference under 1%;
-    on a CPU without native bf16 it is slower than fp32.
+    ``precision``: "fp32" (default), autocast to "bf16" (CPU, CUDA) or "fp16" (CUDA), or "auto" (bf16 where it
+    is native: CUDA, AVX512-BF16, AMX). On a CPU with AMX, bf16 stylises a 512² photo ~3x faster than fp32
+    (docs/benchmarks.md) with a mean pixel difference under 1%; on a CPU without native bf16 it is slower.
     """
 
     def __init__(self, model: StyleTransferModel, *, device: str | torch.device = "auto", info: dict | None = None,
                  precision: str = "fp32"):
         self.device = pick_device(device) if isinstance(device, str) else device
-        check_precision(precision, self.device)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.info = info or {"model": model.kind}
         self._style_cache: OrderedDict = OrderedDict()

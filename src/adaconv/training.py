@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import allocator
 from .contact_sheet import examples_sheet
 from .data import BatchPrefetcher, ImageBank, ShuffledIndices, random_crops, whole_images
-from .devices import pick_device
+from .devices import bf16_is_fast, pick_device
 from .errors import AdaconvError, WeightsError
 from .imageio import list_images, to_tensor, write_atomically
 from .kernel_prediction import STYLE_IMAGE_SIZE
@@ -90,22 +90,6 @@ class TrainConfig:
     style_cache_gb: float = 10.0      # AdaConv: memory for cached style features (0: no cache, styles flipped)
     ema_decay: float | None = None    # exponential moving average of the weights, exported by default (0: none)
     progress: bool | None = None      # None: a bar when attached to a terminal
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 autocast pays on CUDA and on CPUs with native bf16 dot products (AVX512-BF16 / AMX).
-
-    Measured here (AMD EPYC with AVX512-BF16): AdaIN steps 1.7x faster, training losses within 0.2% of fp32
-    over the same 60 batches (docs/training.md). Without it (an AVX2-only EPYC, session 11) bf16 products are
-    emulated and far slower than fp32, so fp32 it is.
-    """
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((check and check()) or (amx and amx()))
 
 
 def describe_device(device: torch.device) -> str:
