@@ -135,3 +135,23 @@ def test_style_encoder_fully_connected_layer_runs_in_fp32_under_bf16_autocast():
             mixed = encoder(features)
     assert mixed.dtype == torch.float32 and mixed.shape == (2, 512, 3, 3)
     assert torch.allclose(mixed, exact, atol=0.02 * exact.abs().max().item())
+
+
+def test_adaconv_trains_through_the_same_function_it_stylises_with():
+    """With gradients on, the adaptive layers take the training form (fp32, folded batch); without, the per-sample
+    form that inference and ONNX use. The decoded pictures must agree, for a batch, with trained-like kernels."""
+    torch.manual_seed(11)
+    model = build_model("adaconv").to(memory_format=torch.channels_last)
+    for predictor in model.kernel_predictors:
+        for conv in (predictor.spatial, predictor.pointwise, predictor.bias):
+            torch.nn.init.normal_(conv.weight, std=1e-2)
+    content = torch.rand(3, 3, 64, 48).contiguous(memory_format=torch.channels_last)
+    style = torch.rand(3, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        features, code = model.encoder.encode(content), model.encode_style(style)
+        inferred = model.decode(features, code)
+    trained = model.decode(features, code)  # gradients on: the kernel predictors' weights require them
+    assert trained.requires_grad
+    assert torch.allclose(trained.detach(), inferred, atol=1e-4, rtol=1e-4)
+    trained.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.kernel_predictors.parameters())
