@@ -123,7 +123,7 @@ def load_onnx_stylizer(args):
 
     if args.device not in ("auto", "cpu"):
         raise AdaconvError("--backend onnxruntime runs on the CPU here; use --device cpu or auto")
-    if getattr(args, "precision", "fp32") != "fp32":
+    if getattr(args, "precision", "fp32") not in ("fp32", "auto"):  # auto: the best the backend has, fp32 graphs
         raise AdaconvError("--precision applies to the torch backend; use --onnx-variant with onnxruntime")
     folder = Path(args.onnx) if args.onnx else None
     if folder is None:
