@@ -152,7 +152,7 @@ def adaptive_conv_of_normalized(features: torch.Tensor, mean: torch.Tensor, std:
     size = spatial_kernels.shape[-1]
     device = features.device.type
     out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else features.dtype
-    channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    channels_last = _is_channels_last(features)
     compute = torch.promote_types(features.dtype, torch.float32)  # fp32, or float64 for gradcheck
     with torch.autocast(device, enabled=False):
         x = _Normalization.apply(features, mean, std)
@@ -174,6 +174,11 @@ def adaptive_conv_of_normalized(features: torch.Tensor, mean: torch.Tensor, std:
     if channels_last:
         return _ToChannelsLast.apply(x, out_dtype)
     return x.to(out_dtype)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Laid out channels_last (and not also contiguous, as tensors with one pixel or one channel are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +227,7 @@ class _Normalization(torch.autograd.Function):
         torch.addcmul(-mean.to(compute) * inverse, _channels_first(features), inverse, out=normalized)
         ctx.save_for_backward(normalized, inverse)
         ctx.features_dtype, ctx.mean_dtype, ctx.std_dtype = features.dtype, mean.dtype, std.dtype
-        ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+        ctx.channels_last = _is_channels_last(features)
         return normalized
 
     @staticmethod
