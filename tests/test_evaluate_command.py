@@ -198,6 +198,37 @@ def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
     assert Image.open(tmp_path / "comparison.png").size[0] > 300
     header, rule = (tmp_path / "comparison.md").read_text().splitlines()[:2]
     assert header.count("|") == 4 and rule == "|---|---|---|"  # the metric column and one per run
+    # a run against itself, pair by pair: no difference at all, worse nowhere
+    paired = (tmp_path / "comparison.md").read_text().split("Paired against")[1]
+    assert "| style distance ↓ | +0.00% (+0.0000 ± 0.0000), worse in 0% |" in paired
+
+
+def test_compare_reads_another_model_at_equal_content_error(tmp_path, evaluated, capsys):
+    """The real run as the baseline and a second 'model' (the same pairs, every content error scaled, as two runs
+    at α 0.5 and 1 would differ) read off at the baseline's content error, pair by pair."""
+    baseline = json.loads((evaluated / "evaluation.json").read_text())
+    paths = []
+    for alpha, scale, style_shift in ((0.5, 0.8, 0.02), (1.0, 1.2, -0.02)):
+        run = json.loads(json.dumps(baseline))
+        run["source"].update(alpha=alpha, weights_sha256="other", weights_name="other.safetensors")
+        for pair in run["pairs"]:
+            pair["content_error"] *= scale
+            pair["style_distance"] += style_shift
+        run["summary"] = {m: {"mean": sum(p[m] for p in run["pairs"]) / len(run["pairs"])} for m in METRICS}
+        run["label"] = f"other α {alpha}"
+        path = tmp_path / f"other_{alpha}.json"
+        path.write_text(json.dumps(run))
+        paths.append(str(path))
+    capsys.readouterr()
+    assert main(["evaluate", "--compare", str(evaluated / "evaluation.json"), *paths, "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "comparison.md").read_text()
+    # content 0.8x at α 0.5 and 1.2x at α 1: the baseline's content error lies halfway, at α 0.75, where every
+    # pair's content error is the baseline's and its style distance unchanged
+    assert "other.safetensors at α 0.750 (equal content, interpolated)" in markdown
+    row = next(line for line in markdown.split("Paired against")[1].splitlines() if line.startswith("| style"))
+    assert row.split(" | ")[-1] == "+0.00% (+0.0000 ± 0.0000), worse in 0% |"
+    assert main(["evaluate", "--compare", paths[0], str(evaluated / "evaluation.json"), paths[0]]) == 0
+    assert "do not bracket" not in capsys.readouterr().err  # one α only: no curve to read
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys, monkeypatch):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .comparison import PROBE_METRIC, at_equal_content, format_difference, paired_differences
 from .contact_sheet import contact_sheet
 from .errors import AdaconvError, ImageError
 from .evaluation import METRICS, describe, measuring_setup, score, summarize
@@ -338,16 +339,58 @@ def compare_command(args) -> int:
     if len(setups) > 1:
         print("note: these reports were measured differently (see their 'measure'); the numbers may not compare",
               file=sys.stderr)
-    markdown = summary_markdown(reports)
+    interpolated = equal_content_runs(reports)
+    markdown = summary_markdown(reports + interpolated)
+    paired = paired_markdown(reports[0], reports[1:] + interpolated)
+    if paired:
+        markdown += "\n" + paired
     print(markdown)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(out / "comparison.md", lambda f: f.write(markdown.encode()))
-        figure = scatter_plot(reports)
+        figure = scatter_plot(reports + interpolated)
         write_atomically(out / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=120))
         print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}", file=sys.stderr)
     return 0
+
+
+def equal_content_runs(reports: list[dict]) -> list[dict]:
+    """Each other model's trade-off curve (runs at several --alpha) read at the first run's content error."""
+    baseline = reports[0]
+    target = baseline["summary"]["content_error"]["mean"]
+    runs = []
+    for curve in trade_off_curves(reports):
+        baseline_source = baseline.get("source") or {}
+        if baseline in curve or (curve[0]["source"].get("weights_sha256") == baseline_source.get("weights_sha256")
+                                 and curve[0]["source"]["model"] == baseline_source.get("model")):
+            continue  # the baseline's own weights
+        run = at_equal_content(curve, target)
+        if run is None:
+            alphas = ", ".join(str(r["source"].get("alpha", 1.0)) for r in curve)
+            print(f"note: {curve[0]['label']}: its runs at α {alphas} do not bracket {baseline['label']}'s "
+                  f"content error {target:.4f}; not interpolated", file=sys.stderr)
+        else:
+            runs.append(run)
+    return runs
+
+
+def paired_markdown(baseline: dict, reports: list[dict]) -> str:
+    """Every run against the first, pair by pair (see comparison.py); empty when no run shares its pairs."""
+    columns = [(r, d) for r in reports if (d := paired_differences(baseline, r)) is not None]
+    if not columns:
+        return ""
+    lines = [f"Paired against {baseline['label']}: relative change (mean difference ± one standard error over the "
+             f"shared pairs), and the share of pairs where the run is worse.", "",
+             "| metric | " + " | ".join(f"{r['label']} ({d['pairs']} pairs)" for r, d in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for metric in (*METRICS, PROBE_METRIC):
+        if all(metric not in d for _, d in columns):
+            continue
+        label = LABELS.get(metric, "probe: sharp edge density ↑")
+        cells = [format_difference(metric, d[metric]) if metric in d else "–" for _, d in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def scatter_plot(reports: list[dict]):
@@ -362,9 +405,13 @@ def scatter_plot(reports: list[dict]):
     for index, report in enumerate(reports):
         colour = f"C{index}"
         pairs = report["pairs"]
+        mean = report["summary"]
+        if "interpolated_between" in report.get("source", {}):  # read off a curve: a hollow mark, no pairs of its own
+            axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120,
+                         facecolor="none", edgecolor=colour, linewidth=2, label=report["label"], zorder=3)
+            continue
         axes.scatter([p["content_error"] for p in pairs], [p["style_distance"] for p in pairs],
                      s=6, alpha=0.25, color=colour)
-        mean = report["summary"]
         axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120, color=colour,
                      edgecolor="black", label=f"{report['label']} ({report['count']} pairs)", zorder=3)
     for curve in trade_off_curves(reports):
