@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The end of a training session (docs/training.md, "How a session trains"): score runs/adaconv against the shipped
+# AdaConv, from the project root, once the run has stopped:
+#
+#   scripts/score_session.sh NAME [ALPHA ...]
+#
+# NAME labels this session's files (e.g. s28). It exports the run's weight average and last weights
+# (/tmp/NAME_average.safetensors, /tmp/NAME_last.safetensors, as shipped: fp16 + int8 FC) and an fp32 copy of the
+# average (runs/snapshots/, ignored); scores on the 5 x 8 grid the average at α 1 (with the kernel-usage
+# diagnostic) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so that the average's
+# curve brackets the shipped model's content error), the last weights at α 1, and the shipped file once per
+# checksum (runs/eval/adaconv_shipped_<checksum>), three evaluations at a time; then `adaconv evaluate --compare`
+# with the shipped model first: every run against it pair by pair, and the average read off at its content error
+# (runs/eval/adaconv_NAME_comparison/comparison.md). The ship rule (docs/training.md, "Next") is read off that
+# table. An evaluation interrupted part-way resumes when the script is run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage="usage: scripts/score_session.sh NAME [ALPHA ...]"
+if [ $# -lt 1 ]; then echo "$usage" >&2; exit 2; fi
+name=$1
+shift
+alphas=("$@")
+if [ ${#alphas[@]} -eq 0 ]; then alphas=(0.98 0.96); fi
+if ! [[ $name =~ ^[A-Za-z0-9_.-]+$ ]]; then echo "$usage (NAME: letters, digits, . _ -; got '$name')" >&2; exit 2; fi
+for alpha in "${alphas[@]}"; do
+    if ! [[ $alpha =~ ^(0(\.[0-9]+)?|1(\.0*)?)$ ]]; then echo "$usage (ALPHA must be in [0, 1], got '$alpha')" >&2; exit 2; fi
+done
+
+run=${RUN_DIR:-runs/adaconv}
+shipped=src/adaconv/weights/adaconv.safetensors
+if [ ! -f "$run/checkpoint.pt" ]; then echo "score_session.sh: no checkpoint in $run" >&2; exit 1; fi
+if pgrep -f -- "--out $run( |$)" > /dev/null; then
+    echo "score_session.sh: $run is still training; stop it first (pkill -TERM -f -- '--out $run ' checkpoints)" >&2
+    exit 1
+fi
+
+mkdir -p runs/eval runs/snapshots
+adaconv export-weights "$run" "/tmp/${name}_average.safetensors" --weights average
+adaconv export-weights "$run" "/tmp/${name}_last.safetensors" --weights last
+adaconv export-weights "$run" "runs/snapshots/adaconv_${name}_average_fp32.safetensors" --weights average \
+    --dtype fp32 --int8 off
+checksum=$(sha256sum "$shipped" | cut -c1-16)
+
+# each job: OUT WEIGHTS ALPHA KERNELS(yes/no)
+jobs=("runs/eval/adaconv_shipped_$checksum $shipped 1 no"
+      "runs/eval/adaconv_${name}_average_a1 /tmp/${name}_average.safetensors 1 yes")
+for alpha in "${alphas[@]}"; do
+    jobs+=("runs/eval/adaconv_${name}_average_a$alpha /tmp/${name}_average.safetensors $alpha no")
+done
+jobs+=("runs/eval/adaconv_${name}_last_a1 /tmp/${name}_last.safetensors 1 no")
+
+evaluate() {
+    local out=$1 weights=$2 alpha=$3 kernels=$4 extra=()
+    if [ -f "$out/evaluation.json" ]; then echo "scored already: $out" >&2; return 0; fi
+    if [ "$kernels" = no ]; then extra+=(--no-kernel-usage); fi
+    adaconv evaluate --model adaconv --weights "$weights" --grid 5x8 --alpha "$alpha" "${extra[@]}" \
+        --out "$out" --quiet > "$out.log" 2>&1 && echo "scored: $out" >&2
+}
+
+failed=0
+running=0
+for job in "${jobs[@]}"; do
+    # shellcheck disable=SC2086
+    evaluate $job &
+    running=$((running + 1))
+    if [ $running -ge 3 ]; then wait -n || failed=1; running=$((running - 1)); fi
+done
+while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+if [ $failed = 1 ]; then echo "score_session.sh: an evaluation failed (see runs/eval/*.log)" >&2; exit 1; fi
+
+reports=("runs/eval/adaconv_shipped_$checksum/evaluation.json")
+for job in "${jobs[@]:1}"; do reports+=("${job%% *}/evaluation.json"); done
+adaconv evaluate --compare "${reports[@]}" --out "runs/eval/adaconv_${name}_comparison"
