@@ -86,7 +86,7 @@ def at_equal_content(curve: list[dict], content_error: float) -> dict | None:
     return None
 
 
-def format_difference(metric: str, difference: dict) -> str:
+def format_difference(difference: dict) -> str:
     """'−2.13% (−0.0043 ± 0.0011), worse in 25%' — the relative change, the mean difference ± one standard error,
     and how often the run is worse."""
     share = difference["relative"]

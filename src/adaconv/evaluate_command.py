@@ -388,7 +388,7 @@ def paired_markdown(baseline: dict, reports: list[dict]) -> str:
         if all(metric not in d for _, d in columns):
             continue
         label = LABELS.get(metric, "probe: sharp edge density ↑")
-        cells = [format_difference(metric, d[metric]) if metric in d else "–" for _, d in columns]
+        cells = [format_difference(d[metric]) if metric in d else "–" for _, d in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
