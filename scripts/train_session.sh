@@ -3,8 +3,8 @@
 #
 #   scripts/train_session.sh MODEL MINUTES SEED [more `adaconv train` options]
 #
-# MODEL is adaconv or adain; MINUTES is when the run stops with a checkpoint (choose it to end ~20 minutes before
-# the session does); SEED is the session's number (used on a warm start only: a resumed run keeps its own
+# MODEL is adaconv or adain; MINUTES is when the run stops with a checkpoint (choose it to end ~50 minutes before
+# the session does, for scripts/score_session.sh, the suite and the write-up); SEED is the session's number (used on a warm start only: a resumed run keeps its own
 # batches' order). It continues runs/MODEL if its state survived, else warm-starts from the newest shipped weights
 # (AdaConv: the shipped AdaConv, else the shipped AdaIN, whose decoder AdaConv shares), and starts the run in the
 # background at low priority. DRY_RUN=1 prints the command instead of running it; RUN_DIR=runs/NAME trains that
