@@ -36,10 +36,11 @@ if pgrep -f -- "--out $run( |$)" > /dev/null; then
 fi
 
 mkdir -p runs/eval runs/snapshots
-adaconv export-weights "$run" "/tmp/${name}_average.safetensors" --weights average
-adaconv export-weights "$run" "/tmp/${name}_last.safetensors" --weights last
+# (each export prints the file's provenance; `adaconv info --weights FILE` shows it again)
+adaconv export-weights "$run" "/tmp/${name}_average.safetensors" --weights average > /dev/null
+adaconv export-weights "$run" "/tmp/${name}_last.safetensors" --weights last > /dev/null
 adaconv export-weights "$run" "runs/snapshots/adaconv_${name}_average_fp32.safetensors" --weights average \
-    --dtype fp32 --int8 off
+    --dtype fp32 --int8 off > /dev/null
 checksum=$(sha256sum "$shipped" | cut -c1-16)
 
 # each job: OUT WEIGHTS ALPHA KERNELS(yes/no)
