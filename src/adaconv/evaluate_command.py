@@ -359,9 +359,9 @@ def equal_content_runs(reports: list[dict]) -> list[dict]:
     """Each other model's trade-off curve (runs at several --alpha) read at the first run's content error."""
     baseline = reports[0]
     target = baseline["summary"]["content_error"]["mean"]
+    baseline_source = baseline.get("source") or {}
     runs = []
     for curve in trade_off_curves(reports):
-        baseline_source = baseline.get("source") or {}
         if baseline in curve or (curve[0]["source"].get("weights_sha256") == baseline_source.get("weights_sha256")
                                  and curve[0]["source"]["model"] == baseline_source.get("model")):
             continue  # the baseline's own weights
@@ -381,7 +381,7 @@ def paired_markdown(baseline: dict, reports: list[dict]) -> str:
     if not columns:
         return ""
     lines = [f"Paired against {baseline['label']}: relative change (mean difference ± one standard error over the "
-             f"shared pairs), and the share of pairs where the run is worse.", "",
+             "shared pairs), and the share of pairs where the run is worse.", "",
              "| metric | " + " | ".join(f"{r['label']} ({d['pairs']} pairs)" for r, d in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for metric in (*METRICS, PROBE_METRIC):
