@@ -11,6 +11,7 @@ to the α whose mean content error is the baseline's (never extrapolated).
 from __future__ import annotations
 
 import math
+import statistics
 
 from .evaluation import METRICS, summarize
 
@@ -33,13 +34,12 @@ def paired_differences(baseline: dict, report: dict, metrics=METRICS) -> dict | 
     result: dict = {"pairs": len(shared)}
     for metric in metrics:
         differences = [other[key][metric] - base[key][metric] for key in shared]
-        mean = sum(differences) / len(differences)
-        variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
-        base_mean = sum(base[key][metric] for key in shared) / len(shared)
+        mean = statistics.fmean(differences)
+        base_mean = statistics.fmean(base[key][metric] for key in shared)
         sign = -1 if metric in HIGHER_IS_BETTER else 1
         result[metric] = {
             "mean": mean,
-            "standard_error": math.sqrt(variance / len(differences)),
+            "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
             "relative": mean / base_mean if base_mean else None,
             "worse": sum(sign * d > 0 for d in differences) / len(differences),
         }
