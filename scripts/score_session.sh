@@ -9,10 +9,11 @@
 # average (runs/snapshots/, ignored); scores on the 5 x 8 grid the average at α 1 (with the kernel-usage
 # diagnostic) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so that the average's
 # curve brackets the shipped model's content error), the last weights at α 1, and the shipped file once per
-# checksum (runs/eval/adaconv_shipped_<checksum>), three evaluations at a time; then `adaconv evaluate --compare`
-# with the shipped model first: every run against it pair by pair, and the average read off at its content error
-# (runs/eval/adaconv_NAME_comparison/comparison.md). The ship rule (docs/training.md, "Next") is read off that
-# table. An evaluation interrupted part-way resumes when the script is run again.
+# checksum (runs/eval/adaconv_shipped_<checksum>; scored again when its report lacks a metric added since), three
+# evaluations at a time; then `adaconv evaluate --compare` with the shipped model first: every run against it pair
+# by pair, and the average read off at its content error (runs/eval/adaconv_NAME_comparison/comparison.md). The
+# ship rule (docs/training.md, "Next") is read off that table. An evaluation interrupted part-way resumes when the
+# script is run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,12 @@ jobs+=("runs/eval/adaconv_${name}_last_a1 /tmp/${name}_last.safetensors 1 no")
 
 evaluate() {
     local out=$1 weights=$2 alpha=$3 kernels=$4 extra=()
-    if [ -f "$out/evaluation.json" ]; then echo "scored already: $out" >&2; return 0; fi
+    # a finished report with every current metric is kept; one from before a metric was added is scored again
+    # (its images are kept, so only the scoring runs)
+    if [ -f "$out/evaluation.json" ] && adaconv evaluate --compare "$out/evaluation.json" > /dev/null 2>&1; then
+        echo "scored already: $out" >&2
+        return 0
+    fi
     if [ "$kernels" = no ]; then extra+=(--no-kernel-usage); fi
     adaconv evaluate --model adaconv --weights "$weights" --grid 5x8 --alpha "$alpha" "${extra[@]}" \
         --out "$out" --quiet > "$out.log" 2>&1 && echo "scored: $out" >&2

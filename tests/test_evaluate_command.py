@@ -52,6 +52,7 @@ def test_report_schema(evaluated):
     for pair in report["pairs"]:
         assert set(METRICS) <= set(pair) and all(isinstance(pair[m], float) for m in METRICS)
         assert pair["content_error"] > 0 and 0 <= pair["color_distance"] <= 1 and -1 <= pair["ssim"] <= 1
+        assert -1 <= pair["coarse_ssim"] <= 1
     assert set(report["summary"]) == set(METRICS)
     assert all(set(v) == {"mean", "median"} for v in report["summary"].values())
     assert all(isinstance(v, float) and v >= 0 for v in report["seconds"].values())
@@ -252,6 +253,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys, mo
         assert main(argv) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("adaconv evaluate: error:") and "\n" not in error
+    # a report written before coarse SSIM was measured: named, with the way to bring it up to date
+    old = json.loads((evaluated / "evaluation.json").read_text())
+    for record in (old["summary"], *old["pairs"]):
+        del record["coarse_ssim"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(tmp_path / "old.json")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "'coarse_ssim'" in error and "evaluate command again" in error and "\n" not in error
     # the default benchmark folder is looked up relative to the current folder
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--outputs", str(evaluated / "images"), "--out", str(tmp_path / "d")]) == 2

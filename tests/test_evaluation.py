@@ -5,6 +5,7 @@ import torch
 
 from adaconv.evaluation import (
     METRICS,
+    coarse_ssim,
     color_distance,
     describe,
     describe_features,
@@ -36,6 +37,7 @@ def test_identical_images_have_zero_distances(content):
     metrics = score(content, content, content)
     assert metrics["content_error"] == 0 and metrics["style_distance"] == 0 and metrics["gram_distance"] == 0
     assert metrics["color_distance"] == 0 and metrics["ssim"] == pytest.approx(1.0)
+    assert metrics["coarse_ssim"] == pytest.approx(1.0)
 
 
 def test_content_as_output_keeps_content_but_misses_style(content, style):
@@ -99,6 +101,20 @@ def test_ssim_falls_with_noise_and_colour_distance_is_bounded(content):
     assert values[0] > values[1] > values[2] > 0
     black, white = describe(torch.zeros(3, 64, 64), size=64), describe(torch.ones(3, 64, 64), size=64)
     assert color_distance(black, white) == pytest.approx(1.0)
+
+
+def test_coarse_ssim_ignores_fine_texture_but_sees_moved_structure(content):
+    """A 2-pixel checkerboard (texture finer than the 4x4 blocks) costs pixel SSIM and not coarse SSIM; the photo
+    shifted by 8 pixels (its shapes moved, no texture added) costs coarse SSIM too."""
+    y = luminance(content.image)
+    rows, columns = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    checker = ((rows // 2 + columns // 2) % 2 * 2 - 1).to(y.dtype)  # ±1 in 2x2 squares: each 4x4 block sums to 0
+    textured = y * 0.8 + 0.1 + 0.08 * checker  # kept inside [0, 1]: no clamping to break the block means
+    reference = y * 0.8 + 0.1
+    assert ssim(textured, reference) < 0.5
+    assert coarse_ssim(textured, reference) == pytest.approx(1.0, abs=1e-9)
+    shifted = torch.roll(reference, shifts=8, dims=-1)
+    assert coarse_ssim(shifted, reference) < 0.8
 
 
 def test_measuring_network_is_the_raw_vgg_not_the_models_encoder(content):

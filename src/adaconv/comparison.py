@@ -15,7 +15,7 @@ import statistics
 
 from .evaluation import METRICS, summarize
 
-HIGHER_IS_BETTER = frozenset({"ssim"})
+HIGHER_IS_BETTER = frozenset({"ssim", "coarse_ssim"})
 PROBE_METRIC = "sharp_edge_density"
 
 

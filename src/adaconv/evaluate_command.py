@@ -39,7 +39,7 @@ KERNEL_USAGE_SIZE = 256  # contents' side for the kernel-usage diagnostic (a rat
 # the full 20 x 40 it would take ~2 hours of these two cores; the campaign's 5 x 8 runs measure all of theirs
 KERNEL_USAGE_GRID = (5, 8)
 LABELS = {"content_error": "content error ↓", "style_distance": "style distance ↓", "gram_distance": "Gram distance ↓",
-          "ssim": "luminance SSIM ↑", "color_distance": "colour-histogram distance ↓"}
+          "ssim": "luminance SSIM ↑", "coarse_ssim": "coarse SSIM (¼ scale) ↑", "color_distance": "colour-histogram distance ↓"}
 
 
 def pair_name(content: Path, style: Path) -> str:
@@ -327,7 +327,8 @@ def _load_report(path: str) -> dict:
                 float(pair[metric])
         int(report["count"])
     except (KeyError, TypeError, ValueError) as error:
-        raise AdaconvError(f"{path}: incomplete evaluation (missing or bad {error})") from None
+        raise AdaconvError(f"{path}: incomplete evaluation (missing or bad {error}; a report from before a metric "
+                           "was added is brought up to date by running its evaluate command again)") from None
     return report
 
 

