@@ -9,7 +9,7 @@ from PIL import Image
 
 from adaconv.cli import main
 from adaconv.evaluate_command import SCHEMA, evenly_spaced, scatter_plot, select_pairs, trade_off_curves
-from adaconv.evaluation import MEASURE_SIZE, METRICS
+from adaconv.evaluation import MEASURE_SIZE, METRICS, summarize
 from adaconv.models import build_model
 from adaconv.weights import save_weights
 
@@ -204,6 +204,19 @@ def test_compare_writes_table_and_scatter_plot(tmp_path, evaluated, capsys):
     assert "| style distance ↓ | +0.00% (+0.0000 ± 0.0000), worse in 0% |" in paired
 
 
+def test_scatter_plot_zooms_on_the_means_beside_the_spread(evaluated):
+    report = json.loads((evaluated / "evaluation.json").read_text())
+    other = json.loads(json.dumps(report))
+    for pair in other["pairs"]:
+        pair["content_error"] *= 1.02
+    other["summary"] = summarize(other["pairs"])
+    spread, means = scatter_plot([report, other]).axes
+    centres = [r["summary"]["content_error"]["mean"] for r in (report, other)]
+    low, high = means.get_xlim()
+    assert low < min(centres) and max(centres) < high  # both means shown ...
+    assert high - low < (spread.get_xlim()[1] - spread.get_xlim()[0]) / 3  # ... closer than the pairs' spread allows
+
+
 def test_compare_reads_another_model_at_equal_content_error(tmp_path, evaluated, capsys):
     """The real run as the baseline and a second 'model' (the same pairs, every content error scaled, as two runs
     at α 0.5 and 1 would differ) read off at the baseline's content error, pair by pair."""
@@ -253,14 +266,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, evaluated, bench, capsys, mo
         assert main(argv) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("adaconv evaluate: error:") and "\n" not in error
-    # a report written before coarse SSIM was measured: named, with the way to bring it up to date
+    # a report written before coarse SSIM was measured: compared on the rest, with a note saying how to add it
     old = json.loads((evaluated / "evaluation.json").read_text())
     for record in (old["summary"], *old["pairs"]):
         del record["coarse_ssim"]
+    del old["measure"]["coarse_ssim_factor"]
+    old["measure"]["metrics"].remove("coarse_ssim")
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(tmp_path / "old.json")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "'coarse_ssim'" in error and "evaluate command again" in error and "\n" not in error
+    assert main(["evaluate", "--compare", str(evaluated / "evaluation.json"), str(tmp_path / "old.json")]) == 0
+    captured = capsys.readouterr()
+    assert "old.json has no coarse_ssim" in captured.err and "evaluate command again" in captured.err
+    assert "measured differently" not in captured.err
+    table, paired = captured.out.split("Paired against")
+    assert [line for line in table.splitlines() if line.startswith("| coarse SSIM")][0].endswith(" | – |")
+    assert "coarse SSIM" not in paired and "| style distance ↓ | +0.00% (+0.0000 ± 0.0000)" in paired
     # the default benchmark folder is looked up relative to the current folder
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--outputs", str(evaluated / "images"), "--out", str(tmp_path / "d")]) == 2

@@ -26,13 +26,16 @@ def _pairs_by_key(report: dict) -> dict[tuple[str, str], dict]:
 def paired_differences(baseline: dict, report: dict, metrics=METRICS) -> dict | None:
     """``report`` − ``baseline`` over the pairs both scored, per metric: ``mean``, ``standard_error``,
     ``relative`` (the mean difference over the baseline's mean on those pairs; None when that is 0) and ``worse``
-    (the share of pairs where the report is worse). None when fewer than two pairs are shared."""
+    (the share of pairs where the report is worse); a metric one of them lacks is left out. None when fewer than two
+    pairs are shared."""
     base, other = _pairs_by_key(baseline), _pairs_by_key(report)
     shared = [key for key in base if key in other]
     if len(shared) < 2:
         return None
     result: dict = {"pairs": len(shared)}
     for metric in metrics:
+        if any(metric not in base[key] or metric not in other[key] for key in shared):
+            continue  # a report scored before the metric was added
         differences = [other[key][metric] - base[key][metric] for key in shared]
         mean = statistics.fmean(differences)
         base_mean = statistics.fmean(base[key][metric] for key in shared)
@@ -69,13 +72,14 @@ def at_equal_content(curve: list[dict], content_error: float) -> dict | None:
         shared = [key for key in first if key in second]
         if not shared:
             return None
+        metrics = [m for m in METRICS if all(m in first[key] and m in second[key] for key in shared)]
         pairs = [{"content": key[0], "style": key[1],
-                  **{m: first[key][m] + weight * (second[key][m] - first[key][m]) for m in METRICS}}
+                  **{m: first[key][m] + weight * (second[key][m] - first[key][m]) for m in metrics}}
                  for key in shared]
         alphas = [run["source"].get("alpha", 1.0) for run in (low, high)]
         alpha = alphas[0] + weight * (alphas[1] - alphas[0])
         source = {**low["source"], "alpha": alpha, "interpolated_between": alphas}
-        report = {"source": source, "pairs": pairs, "count": len(pairs), "summary": summarize(pairs),
+        report = {"source": source, "pairs": pairs, "count": len(pairs), "summary": summarize(pairs, metrics),
                   "label": f"{source.get('weights_name', source.get('model', 'run'))} at α {alpha:.3f} "
                            f"(equal content, interpolated)"}
         if low.get("structure_probe") and high.get("structure_probe"):

@@ -38,8 +38,10 @@ KERNEL_USAGE_SIZE = 256  # contents' side for the kernel-usage diagnostic (a rat
 # ... and at most this many contents x styles, spread over the run's: its cost grows as contents x styles², so on
 # the full 20 x 40 it would take ~2 hours of these two cores; the campaign's 5 x 8 runs measure all of theirs
 KERNEL_USAGE_GRID = (5, 8)
+REQUIRED_METRICS = ("content_error", "style_distance")  # the axes of the trade-off every comparison reads
 LABELS = {"content_error": "content error ↓", "style_distance": "style distance ↓", "gram_distance": "Gram distance ↓",
-          "ssim": "luminance SSIM ↑", "coarse_ssim": "coarse SSIM (¼ scale) ↑", "color_distance": "colour-histogram distance ↓"}
+          "ssim": "luminance SSIM ↑", "coarse_ssim": "coarse SSIM (¼ scale) ↑",
+          "color_distance": "colour-histogram distance ↓"}
 
 
 def pair_name(content: Path, style: Path) -> str:
@@ -296,7 +298,9 @@ def summary_markdown(reports: list[dict]) -> str:
     header = "| metric | " + " | ".join(r.get("label", "run") for r in reports) + " |"
     lines = [header, "|---|" + "---|" * len(reports)]
     for metric in METRICS:
-        cells = [f"{r['summary'][metric]['mean']:.4f}" for r in reports]
+        if all(metric not in r["summary"] for r in reports):
+            continue
+        cells = [f"{r['summary'][metric]['mean']:.4f}" if metric in r["summary"] else "–" for r in reports]
         lines.append(f"| {LABELS[metric]} (mean) | " + " | ".join(cells) + " |")
     lines.append("| pairs | " + " | ".join(str(r["count"]) for r in reports) + " |")
     for key in ("sharp_edge_density", "orientation_match"):
@@ -321,14 +325,16 @@ def _load_report(path: str) -> dict:
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise AdaconvError(f"{path}: not an adaconv evaluation (no '{SCHEMA}' schema)")
     try:
-        for metric in METRICS:
-            float(report["summary"][metric]["mean"])
+        # the trade-off's two axes always; any other metric the report has, on every pair (older reports lack the
+        # metrics added since, and are compared on the rest)
+        summary = report["summary"]
+        for metric in [m for m in METRICS if m in REQUIRED_METRICS or m in summary]:
+            float(summary[metric]["mean"])
             for pair in report["pairs"]:
                 float(pair[metric])
         int(report["count"])
     except (KeyError, TypeError, ValueError) as error:
-        raise AdaconvError(f"{path}: incomplete evaluation (missing or bad {error}; a report from before a metric "
-                           "was added is brought up to date by running its evaluate command again)") from None
+        raise AdaconvError(f"{path}: incomplete evaluation (missing or bad {error})") from None
     return report
 
 
@@ -336,8 +342,12 @@ def compare_command(args) -> int:
     reports = [_load_report(p) for p in args.compare]
     for path, report in zip(args.compare, reports):
         report.setdefault("label", Path(path).parent.name or path)
-    setups = {json.dumps(r.get("measure"), sort_keys=True) for r in reports}
-    if len(setups) > 1:
+    for path, report in zip(args.compare, reports):
+        missing = [m for m in METRICS if m not in report["summary"]]
+        if missing:
+            print(f"note: {path} has no {', '.join(missing)} (scored before it was added; running its evaluate "
+                  "command again re-scores its images)", file=sys.stderr)
+    if any(_measured_differently(reports[0].get("measure") or {}, r.get("measure") or {}) for r in reports[1:]):
         print("note: these reports were measured differently (see their 'measure'); the numbers may not compare",
               file=sys.stderr)
     interpolated = equal_content_runs(reports)
@@ -354,6 +364,12 @@ def compare_command(args) -> int:
         write_atomically(out / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=120))
         print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}", file=sys.stderr)
     return 0
+
+
+def _measured_differently(first: dict, second: dict) -> bool:
+    """Whether a setting both measuring setups name differs (a setting added since, e.g. for a new metric, and the
+    list of metrics do not count: the metrics both reports have were measured alike)."""
+    return any(first[key] != second[key] for key in first.keys() & second.keys() if key != "metrics")
 
 
 def equal_content_runs(reports: list[dict]) -> list[dict]:
@@ -395,33 +411,41 @@ def paired_markdown(baseline: dict, reports: list[dict]) -> str:
 
 
 def scatter_plot(reports: list[dict]):
-    """Content error vs style distance: each pair faint, each run's mean large and labelled, and the means of one
-    model's runs at several --alpha joined into its trade-off curve."""
+    """Content error vs style distance. Left: each pair faint and each run's mean large, to show the spread; right:
+    the means alone, zoomed (the runs differ far less than the pairs do), with the means of one model's runs at
+    several --alpha joined into its trade-off curve and runs read off a curve as hollow marks."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    figure, (spread, means) = plt.subplots(1, 2, figsize=(11, 4.8))
     for index, report in enumerate(reports):
         colour = f"C{index}"
-        pairs = report["pairs"]
         mean = report["summary"]
+        point = ([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]])
         if "interpolated_between" in report.get("source", {}):  # read off a curve: a hollow mark, no pairs of its own
-            axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120,
-                         facecolor="none", edgecolor=colour, linewidth=2, label=report["label"], zorder=3)
+            for axes in (spread, means):
+                axes.scatter(*point, s=120, facecolor="none", edgecolor=colour, linewidth=2, label=report["label"],
+                             zorder=3)
             continue
-        axes.scatter([p["content_error"] for p in pairs], [p["style_distance"] for p in pairs],
-                     s=6, alpha=0.25, color=colour)
-        axes.scatter([mean["content_error"]["mean"]], [mean["style_distance"]["mean"]], s=120, color=colour,
-                     edgecolor="black", label=f"{report['label']} ({report['count']} pairs)", zorder=3)
+        pairs = report["pairs"]
+        spread.scatter([p["content_error"] for p in pairs], [p["style_distance"] for p in pairs],
+                       s=6, alpha=0.25, color=colour)
+        for axes in (spread, means):
+            axes.scatter(*point, s=120, color=colour, edgecolor="black",
+                         label=f"{report['label']} ({report['count']} pairs)", zorder=3)
     for curve in trade_off_curves(reports):
-        axes.plot([r["summary"]["content_error"]["mean"] for r in curve],
-                  [r["summary"]["style_distance"]["mean"] for r in curve], color="grey", linewidth=1, zorder=2)
-    axes.set_xlabel("content error (relu4_1, relative) ↓")
-    axes.set_ylabel("style distance (mean/std, relative) ↓")
-    axes.set_title("adaconv evaluate: lower-left is better")
-    axes.legend(fontsize=8)
+        for axes in (spread, means):
+            axes.plot([r["summary"]["content_error"]["mean"] for r in curve],
+                      [r["summary"]["style_distance"]["mean"] for r in curve], color="grey", linewidth=1, zorder=2)
+    for axes in (spread, means):
+        axes.set_xlabel("content error (relu4_1, relative) ↓")
+        axes.set_ylabel("style distance (mean/std, relative) ↓")
+    spread.set_title("every pair (faint) and each run's mean")
+    means.set_title("the means: lower-left is better")
+    means.margins(0.15)
+    means.legend(fontsize=7)
     figure.tight_layout()
     return figure
 
