@@ -419,7 +419,8 @@ def scatter_plot(reports: list[dict]):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, (spread, means) = plt.subplots(1, 2, figsize=(11, 4.8))
+    legend_rows = (len(reports) + 1) // 2
+    figure, (spread, means) = plt.subplots(1, 2, figsize=(11, 4.8 + 0.22 * legend_rows))
     for index, report in enumerate(reports):
         colour = f"C{index}"
         mean = report["summary"]
@@ -445,8 +446,9 @@ def scatter_plot(reports: list[dict]):
     spread.set_title("every pair (faint) and each run's mean")
     means.set_title("the means: lower-left is better")
     means.margins(0.15)
-    means.legend(fontsize=7)
-    figure.tight_layout()
+    # below both panels, where it hides no point
+    figure.legend(*means.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.22 * legend_rows / figure.get_figheight() + 0.02, 1, 1))
     return figure
 
 
