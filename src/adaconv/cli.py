@@ -169,6 +169,16 @@ def add_export_weights(commands) -> None:
                              "so the file stays under 95 MB; off: everything in --dtype")
 
 
+def add_compare_runs(commands) -> None:
+    parser = commands.add_parser(
+        "compare-runs", help="two arms of a training run on the same batches: did a recipe change pay?",
+        description="Pairs the logged losses of a run and of a fork of it (its checkpoint copied, resumed with one "
+                    "option changed: the same batches) step by step, and sets their held-out losses side by side.")
+    parser.add_argument("baseline", metavar="BASELINE_RUN")
+    parser.add_argument("arm", metavar="ARM_RUN")
+    parser.add_argument("--out", metavar="DIR", help="also write comparison.md and comparison.png there")
+
+
 def add_info(commands) -> None:
     parser = commands.add_parser("info", help="versions, devices, and how the shipped (or given) weights were trained")
     parser.add_argument("weights", nargs="*", metavar="WEIGHTS",
@@ -354,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stylize(commands)
     add_train(commands)
     add_export_weights(commands)
+    add_compare_runs(commands)
     add_info(commands)
     add_prepare_data(commands)
     add_encoder_scales(commands)
@@ -450,6 +461,25 @@ def run_evaluate(args) -> int:
     return evaluate_command(args)
 
 
+def run_compare_runs(args) -> int:
+    from pathlib import Path
+
+    from .fork_comparison import compare_arms, comparison_markdown, comparison_plot
+    from .imageio import write_atomically
+
+    result = compare_arms(Path(args.baseline), Path(args.arm))
+    markdown = comparison_markdown(result, args.baseline, args.arm)
+    print(markdown)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "comparison.md", lambda f: f.write(markdown.encode()))
+        figure = comparison_plot(result, args.baseline, args.arm)
+        write_atomically(out / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=110))
+        print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}", file=sys.stderr)
+    return EXIT_OK
+
+
 def run_benchmark(args) -> int:
     from .benchmark_command import benchmark_command
 
@@ -522,7 +552,8 @@ def run_app(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights, "info": run_info,
+COMMANDS = {"stylize": run_stylize, "train": run_train, "export-weights": run_export_weights,
+            "compare-runs": run_compare_runs, "info": run_info,
             "prepare-data": run_prepare_data, "encoder-scales": run_encoder_scales, "evaluate": run_evaluate,
             "benchmark": run_benchmark, "export": run_export, "video": run_video, "camera": run_camera,
             "stylize-dataset": run_stylize_dataset, "app": run_app}
