@@ -36,7 +36,7 @@ def test_hand_worked_arms(tmp_path):
     write_csv(base / "val.csv", VAL_FIELDS, [[20, 160, 14.0, 4.0, 1.0], [50, 400, 13.0, 4.0, 0.9]])
     write_csv(arm / "val.csv", VAL_FIELDS, [[20, 160, 14.0, 4.0, 1.0], [50, 400, 12.0, 4.0, 0.8]])
     result = compare_arms(base, arm)
-    assert result["fork"] == 30 and result["steps"] == 3 and result["last"] == 50
+    assert result["paired"] and result["first"] == 30 and result["steps"] == 3 and result["last"] == 50
     style = result["training"]["style_loss"]
     assert style["baseline"] == pytest.approx(1.0) and style["arm"] == pytest.approx(0.8)
     assert style["mean"] == pytest.approx(-0.2) and style["standard_error"] == pytest.approx(0.1 / 3 ** 0.5)
@@ -48,6 +48,32 @@ def test_hand_worked_arms(tmp_path):
     markdown = comparison_markdown(result, "base", "arm")
     assert "| style loss | 1.0000 | 0.8000 | −0.2000 ± 0.0577 (−20.00%) | 3 of 3 |" in markdown
     assert "| 50 | 13.000 (4.000 / 0.900) | 12.000 (4.000 / 0.800) |" in markdown
+    # an explicit fork point: the steps after it
+    later = compare_arms(base, arm, since=30)
+    assert (later["first"], later["steps"]) == (40, 2)
+    assert later["training"]["style_loss"]["mean"] == pytest.approx(-0.25)
+
+
+def test_a_fork_at_another_batch_size_is_compared_per_image_seen(tmp_path):
+    """Batch 8 logs every 80 images, batch 16 every 160: from iteration 20 (160 images) to the 480 both reached,
+    the windows' means are compared unpaired, with Welch's standard error."""
+    base, arm = tmp_path / "base", tmp_path / "arm"
+    base.mkdir(), arm.mkdir()
+    write_csv(base / "log.csv", LOG_FIELDS, log_rows([10, 20, 30, 40, 50, 60], [4.0] * 6,
+                                                     [1.2, 1.1, 1.0, 0.8, 1.0, 0.8]))
+    rows = log_rows([30, 40], [4.0, 4.0], [0.7, 0.5])
+    for row, images in zip(rows, (320, 480)):
+        row[1] = images
+    write_csv(arm / "log.csv", LOG_FIELDS, rows)
+    result = compare_arms(base, arm, since=20, by="images")
+    assert not result["paired"] and (result["first"], result["last"]) == (160, 480) and result["steps"] == [4, 2]
+    style = result["training"]["style_loss"]
+    assert style["baseline"] == pytest.approx(0.9) and style["arm"] == pytest.approx(0.6)
+    assert style["mean"] == pytest.approx(-0.3) and style["lower"] is None
+    assert style["standard_error"] == pytest.approx((0.04 / 3 / 4 + 0.02 / 2) ** 0.5)
+    assert "– (unpaired)" in comparison_markdown(result, "base", "arm")
+    with pytest.raises(AdaconvError, match="--since"):
+        compare_arms(base, arm, by="images")
 
 
 def test_arms_that_never_parted_are_refused(tmp_path):
@@ -81,14 +107,14 @@ def test_a_real_fork_at_a_lower_rate_on_the_same_batches(data_dir, tmp_path, cap
     logs = [{int(r["iteration"]): r for r in csv.DictReader(open(folder / "log.csv"))} for folder in (base, arm)]
     assert logs[0][3]["loss"] == logs[1][3]["loss"]  # the same weights on the same batch
     result = compare_arms(base, arm)
-    assert result["fork"] == 4 and result["steps"] == 7
+    assert result["first"] == 4 and result["steps"] == 7
     assert result["training"]["loss"]["mean"] > 0 and result["training"]["loss"]["lower"] <= 2
     # the command: the table, and the plot when asked
     capsys.readouterr()
     assert main(["compare-runs", str(base), str(arm), "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
     assert "7 logged steps from iteration 4 to 10" in out and "| style loss |" in out
-    assert Image.open(tmp_path / "cmp" / "comparison.png").size[0] > 300
+    assert Image.open(tmp_path / "cmp" / "comparison_arm.png").size[0] > 300
     assert (tmp_path / "cmp" / "comparison.md").read_text() == out.rstrip("\n") + "\n"
 
 

@@ -171,12 +171,18 @@ def add_export_weights(commands) -> None:
 
 def add_compare_runs(commands) -> None:
     parser = commands.add_parser(
-        "compare-runs", help="two arms of a training run on the same batches: did a recipe change pay?",
-        description="Pairs the logged losses of a run and of a fork of it (its checkpoint copied, resumed with one "
+        "compare-runs", help="arms of a training run on the same batches: did a recipe change pay?",
+        description="Pairs the logged losses of a run and of forks of it (its checkpoint copied, resumed with one "
                     "option changed: the same batches) step by step, and sets their held-out losses side by side.")
     parser.add_argument("baseline", metavar="BASELINE_RUN")
-    parser.add_argument("arm", metavar="ARM_RUN")
-    parser.add_argument("--out", metavar="DIR", help="also write comparison.md and comparison.png there")
+    parser.add_argument("arms", nargs="+", metavar="ARM_RUN")
+    parser.add_argument("--since", type=non_negative_int, metavar="N",
+                        help="the fork's iteration: compare the steps after it (default: from the first logged "
+                             "step where the arms differ)")
+    parser.add_argument("--by", choices=("iteration", "images"), default="iteration",
+                        help="iteration: the same batches, paired (default); images: a fork at another batch size, "
+                             "per image seen, unpaired (needs --since)")
+    parser.add_argument("--out", metavar="DIR", help="also write comparison.md and a plot per arm there")
 
 
 def add_info(commands) -> None:
@@ -467,16 +473,19 @@ def run_compare_runs(args) -> int:
     from .fork_comparison import compare_arms, comparison_markdown, comparison_plot
     from .imageio import write_atomically
 
-    result = compare_arms(Path(args.baseline), Path(args.arm))
-    markdown = comparison_markdown(result, args.baseline, args.arm)
+    results = [(arm, compare_arms(Path(args.baseline), Path(arm), since=args.since, by=args.by)) for arm in args.arms]
+    markdown = "\n".join(comparison_markdown(result, args.baseline, arm) for arm, result in results)
     print(markdown)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(out / "comparison.md", lambda f: f.write(markdown.encode()))
-        figure = comparison_plot(result, args.baseline, args.arm)
-        write_atomically(out / "comparison.png", lambda f: figure.savefig(f, format="png", dpi=110))
-        print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}", file=sys.stderr)
+        for arm, result in results:
+            figure = comparison_plot(result, args.baseline, arm)
+            target = out / f"comparison_{Path(arm).name}.png"
+            write_atomically(target, lambda f, figure=figure: figure.savefig(f, format="png", dpi=110))
+            print(f"wrote {target}", file=sys.stderr)
+        print(f"wrote {out / 'comparison.md'}", file=sys.stderr)
     return EXIT_OK
 
 
