@@ -25,7 +25,8 @@ def test_info_describes_the_shipped_weights_and_marks_the_default():
         block = result.stdout.split(f"\n{label}: ")[1].split("\n\n")[0]
         assert f"trained   {provenance['total_iterations']:,} iterations" in block
         assert f"exported  {provenance['exported']}" in block
-    assert "adaconv: " in result.stdout and "8-bit rows" in result.stdout  # AdaConv's fully connected layer
+        assert ("8-bit rows" in block) == (kind == "adaconv")  # AdaConv's fully connected layer
+    assert result.stdout.count("(default model)") == 1
 
 
 def test_info_of_an_exported_two_phase_run(data_dir, tmp_path):

@@ -129,12 +129,12 @@ def load_onnx_stylizer(args):
     if folder is None:
         from .export import export_onnx
         from .inference import DEFAULT_MODEL
-        from .weights import shipped_weights_path
+        from .weights import inspect_weights, shipped_weights_path
 
-        kind = args.model or DEFAULT_MODEL
-        weights = Path(args.weights) if args.weights else shipped_weights_path(kind)
+        weights = Path(args.weights) if args.weights else shipped_weights_path(args.model or DEFAULT_MODEL)
         if not weights.exists():
             raise AdaconvError(f"{weights}: weights file not found")
+        kind = args.model or inspect_weights(weights)[1]["model"]  # a given file names its model, not the default
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adaconv" / "onnx"
         folder = cache / f"{kind}-{digest}-{args.onnx_variant}"
