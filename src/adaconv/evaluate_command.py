@@ -342,7 +342,6 @@ def compare_command(args) -> int:
     reports = [_load_report(p) for p in args.compare]
     for path, report in zip(args.compare, reports):
         report.setdefault("label", Path(path).parent.name or path)
-    for path, report in zip(args.compare, reports):
         missing = [m for m in METRICS if m not in report["summary"]]
         if missing:
             print(f"note: {path} has no {', '.join(missing)} (scored before it was added; running its evaluate "
