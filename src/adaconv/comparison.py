@@ -36,21 +36,26 @@ def paired_differences(baseline: dict, report: dict, metrics=METRICS) -> dict | 
     for metric in metrics:
         if any(metric not in base[key] or metric not in other[key] for key in shared):
             continue  # a report scored before the metric was added
-        differences = [other[key][metric] - base[key][metric] for key in shared]
-        mean = statistics.fmean(differences)
-        base_mean = statistics.fmean(base[key][metric] for key in shared)
+        result[metric] = mean_difference([base[key][metric] for key in shared],
+                                         [other[key][metric] for key in shared])
         sign = -1 if metric in HIGHER_IS_BETTER else 1
-        result[metric] = {
-            "mean": mean,
-            "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
-            "relative": mean / base_mean if base_mean else None,
-            "worse": sum(sign * d > 0 for d in differences) / len(differences),
-        }
+        result[metric]["worse"] = sum(sign * d > 0 for d in result[metric]["differences"]) / len(shared)
+        del result[metric]["differences"]
     probes = [_probe(baseline), _probe(report)]
     if None not in probes:
         relative = probes[1] / probes[0] - 1 if probes[0] else None
         result[PROBE_METRIC] = {"mean": probes[1] - probes[0], "relative": relative}
     return result
+
+
+def mean_difference(base: list[float], other: list[float]) -> dict:
+    """``other`` − ``base``, paired element by element: the ``differences``, their ``mean`` and its
+    ``standard_error``, and ``relative`` (the mean over ``base``'s mean; None when that is 0)."""
+    differences = [b - a for a, b in zip(base, other)]
+    mean, base_mean = statistics.fmean(differences), statistics.fmean(base)
+    return {"differences": differences, "mean": mean,
+            "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
+            "relative": mean / base_mean if base_mean else None}
 
 
 def _probe(report: dict) -> float | None:

@@ -20,6 +20,7 @@ import math
 import statistics
 from pathlib import Path
 
+from .comparison import mean_difference
 from .errors import AdaconvError
 
 LOSSES = ("loss", "content_loss", "style_loss")
@@ -61,14 +62,11 @@ def compare_arms(baseline: Path, arm: Path, since: int | None = None, by: str = 
     result: dict = {"paired": True, "first": steps[0], "last": steps[-1], "steps": len(steps), "training": {},
                     "differences": {}}
     for key in LOSSES:
-        differences = [second[i][key] - first[i][key] for i in steps]
-        base = statistics.fmean(first[i][key] for i in steps)
-        result["training"][key] = {
-            "baseline": base, "arm": statistics.fmean(second[i][key] for i in steps),
-            "mean": statistics.fmean(differences),
-            "standard_error": statistics.stdev(differences) / math.sqrt(len(differences)),
-            "relative": statistics.fmean(differences) / base if base else None,
-            "lower": sum(d < 0 for d in differences)}
+        a, b = [first[i][key] for i in steps], [second[i][key] for i in steps]
+        paired = mean_difference(a, b)
+        differences = paired.pop("differences")
+        result["training"][key] = {"baseline": statistics.fmean(a), "arm": statistics.fmean(b), **paired,
+                                   "lower": sum(d < 0 for d in differences)}
         result["differences"][key] = list(zip(steps, differences))
     result["held_out"] = _held_out(baseline, arm, "iteration", steps[0] - 1)
     return result
