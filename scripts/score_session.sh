@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# The end of a training session (docs/training.md, "How a session trains"): score runs/adaconv against the shipped
-# AdaConv, from the project root, once the run has stopped:
+# The end of a training session (docs/training.md, "How a session trains"): score runs/MODEL against the shipped
+# MODEL, from the project root, once the run has stopped:
 #
-#   scripts/score_session.sh NAME [ALPHA ...]
+#   [MODEL=adain] scripts/score_session.sh NAME [ALPHA ...]
 #
+# MODEL is adaconv (the default) or adain; RUN_DIR=runs/NAME scores a fork of the run instead of runs/MODEL.
 # NAME labels this session's files (e.g. s28). It exports the run's weight average and last weights
-# (/tmp/NAME_average.safetensors, /tmp/NAME_last.safetensors, as shipped: fp16 + int8 FC) and an fp32 copy of the
+# (/tmp/MODEL_NAME_average.safetensors, /tmp/MODEL_NAME_last.safetensors, as shipped: fp16, AdaConv's FC in int8) and an fp32 copy of the
 # average (runs/snapshots/, ignored); scores on the 5 x 8 grid the average at α 1 (with the kernel-usage
-# diagnostic) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so that the average's
+# diagnostic, AdaConv only) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so that the average's
 # curve brackets the shipped model's content error), the last weights at α 1, and the shipped file once per
-# checksum (runs/eval/adaconv_shipped_<checksum>; scored again when its report lacks a metric added since), three
-# evaluations at a time; then `adaconv evaluate --compare` with the shipped model first: every run against it pair
-# by pair, and the average read off at its content error (runs/eval/adaconv_NAME_comparison/comparison.md). The
-# ship rule (docs/training.md, "Next") is read off that table. An evaluation interrupted part-way resumes when the
+# checksum, at α 1 and at each ALPHA (runs/eval/MODEL_shipped_<checksum>[_aALPHA]; scored again when its report
+# lacks a metric added since), three evaluations at a time; then `adaconv evaluate --compare` twice: with the
+# shipped model first (every run against it pair by pair, and the average read off at its content error:
+# runs/eval/MODEL_NAME_comparison/comparison.md), and with the average at α 1 first (the shipped model read off at
+# the average's content error, for an average whose content error is below the shipped one's:
+# runs/eval/MODEL_NAME_vs_shipped_curve/comparison.md). The ship rule (docs/training.md, "Next") is read off them. An evaluation interrupted part-way resumes when the
 # script is run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage="usage: scripts/score_session.sh NAME [ALPHA ...]"
+usage="usage: [MODEL=adaconv|adain] scripts/score_session.sh NAME [ALPHA ...]"
+model=${MODEL:-adaconv}
+case $model in adaconv|adain) ;; *) echo "$usage (got MODEL '$model')" >&2; exit 2 ;; esac
 if [ $# -lt 1 ]; then echo "$usage" >&2; exit 2; fi
 name=$1
 shift
@@ -28,8 +33,8 @@ for alpha in "${alphas[@]}"; do
     if ! [[ $alpha =~ ^(0(\.[0-9]+)?|1(\.0*)?)$ ]]; then echo "$usage (ALPHA must be in [0, 1], got '$alpha')" >&2; exit 2; fi
 done
 
-run=${RUN_DIR:-runs/adaconv}
-shipped=src/adaconv/weights/adaconv.safetensors
+run=${RUN_DIR:-runs/$model}
+shipped=src/adaconv/weights/$model.safetensors
 if [ ! -f "$run/checkpoint.pt" ]; then echo "score_session.sh: no checkpoint in $run" >&2; exit 1; fi
 if pgrep -f -- "--out $run( |$)" > /dev/null; then
     echo "score_session.sh: $run is still training; stop it first (pkill -TERM -f -- '--out $run ' checkpoints)" >&2
@@ -38,19 +43,25 @@ fi
 
 mkdir -p runs/eval runs/snapshots
 # (each export prints the file's provenance; `adaconv info --weights FILE` shows it again)
-adaconv export-weights "$run" "/tmp/${name}_average.safetensors" --weights average > /dev/null
-adaconv export-weights "$run" "/tmp/${name}_last.safetensors" --weights last > /dev/null
-adaconv export-weights "$run" "runs/snapshots/adaconv_${name}_average_fp32.safetensors" --weights average \
+adaconv export-weights "$run" "/tmp/${model}_${name}_average.safetensors" --weights average > /dev/null
+adaconv export-weights "$run" "/tmp/${model}_${name}_last.safetensors" --weights last > /dev/null
+adaconv export-weights "$run" "runs/snapshots/${model}_${name}_average_fp32.safetensors" --weights average \
     --dtype fp32 --int8 off > /dev/null
 checksum=$(sha256sum "$shipped" | cut -c1-16)
 
 # each job: OUT WEIGHTS ALPHA KERNELS(yes/no)
-jobs=("runs/eval/adaconv_shipped_$checksum $shipped 1 no"
-      "runs/eval/adaconv_${name}_average_a1 /tmp/${name}_average.safetensors 1 yes")
+kernels=yes
+if [ "$model" = adain ]; then kernels=no; fi  # the kernel-usage diagnostic measures AdaConv's predicted kernels
+jobs=("runs/eval/${model}_shipped_$checksum $shipped 1 no"
+      "runs/eval/${model}_${name}_average_a1 /tmp/${model}_${name}_average.safetensors 1 $kernels")
 for alpha in "${alphas[@]}"; do
-    jobs+=("runs/eval/adaconv_${name}_average_a$alpha /tmp/${name}_average.safetensors $alpha no")
+    jobs+=("runs/eval/${model}_${name}_average_a$alpha /tmp/${model}_${name}_average.safetensors $alpha no")
 done
-jobs+=("runs/eval/adaconv_${name}_last_a1 /tmp/${name}_last.safetensors 1 no")
+jobs+=("runs/eval/${model}_${name}_last_a1 /tmp/${model}_${name}_last.safetensors 1 no")
+candidates=${#jobs[@]}  # jobs 1 .. candidates-1 are this run's; the shipped file's other alphas follow
+for alpha in "${alphas[@]}"; do
+    jobs+=("runs/eval/${model}_shipped_${checksum}_a$alpha $shipped $alpha no")
+done
 
 has_every_metric='
 import json, sys
@@ -65,7 +76,7 @@ evaluate() {
         return 0
     fi
     if [ "$kernels" = no ]; then extra+=(--no-kernel-usage); fi
-    adaconv evaluate --model adaconv --weights "$weights" --grid 5x8 --alpha "$alpha" "${extra[@]}" \
+    adaconv evaluate --model "$model" --weights "$weights" --grid 5x8 --alpha "$alpha" "${extra[@]}" \
         --out "$out" --quiet > "$out.log" 2>&1 && echo "scored: $out" >&2
 }
 
@@ -80,6 +91,11 @@ done
 while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
 if [ $failed = 1 ]; then echo "score_session.sh: an evaluation failed (see runs/eval/*.log)" >&2; exit 1; fi
 
-reports=("runs/eval/adaconv_shipped_$checksum/evaluation.json")
-for job in "${jobs[@]:1}"; do reports+=("${job%% *}/evaluation.json"); done
-adaconv evaluate --compare "${reports[@]}" --out "runs/eval/adaconv_${name}_comparison"
+report() { echo "${1%% *}/evaluation.json"; }  # a job's report
+shipped_reports=("$(report "${jobs[0]}")")
+for job in "${jobs[@]:candidates}"; do shipped_reports+=("$(report "$job")"); done
+run_reports=()
+for job in "${jobs[@]:1:candidates-1}"; do run_reports+=("$(report "$job")"); done
+adaconv evaluate --compare "${shipped_reports[0]}" "${run_reports[@]}" --out "runs/eval/${model}_${name}_comparison"
+adaconv evaluate --compare "${run_reports[0]}" "${shipped_reports[@]}" \
+    --out "runs/eval/${model}_${name}_vs_shipped_curve"
