@@ -6,17 +6,17 @@
 #
 # MODEL is adaconv (the default) or adain; RUN_DIR=runs/NAME scores a fork of the run instead of runs/MODEL.
 # NAME labels this session's files (e.g. s28). It exports the run's weight average and last weights
-# (/tmp/MODEL_NAME_average.safetensors, /tmp/MODEL_NAME_last.safetensors, as shipped: fp16, AdaConv's FC in int8) and an fp32 copy of the
-# average (runs/snapshots/, ignored); scores on the 5 x 8 grid the average at α 1 (with the kernel-usage
-# diagnostic, AdaConv only) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so that the average's
-# curve brackets the shipped model's content error), the last weights at α 1, and the shipped file once per
-# checksum, at α 1 and at each ALPHA (runs/eval/MODEL_shipped_<checksum>[_aALPHA]; scored again when its report
-# lacks a metric added since), three evaluations at a time; then `adaconv evaluate --compare` twice: with the
-# shipped model first (every run against it pair by pair, and the average read off at its content error:
+# (/tmp/MODEL_NAME_average.safetensors, /tmp/MODEL_NAME_last.safetensors, as shipped: fp16, AdaConv's FC in int8)
+# and an fp32 copy of the average (runs/snapshots/, ignored); scores on the 5 x 8 grid the average at α 1 (AdaConv:
+# with the kernel-usage diagnostic) and at each ALPHA (default 0.98 0.96: lower alphas trade style for content, so
+# that the average's curve brackets the shipped model's content error), the last weights at α 1, and the shipped
+# file once per checksum, at α 1 and at each ALPHA (runs/eval/MODEL_shipped_<checksum>[_aALPHA]; scored again when
+# its report lacks a metric added since), three evaluations at a time; then `adaconv evaluate --compare` twice:
+# with the shipped model first (every run against it pair by pair, and the average read off at its content error:
 # runs/eval/MODEL_NAME_comparison/comparison.md), and with the average at α 1 first (the shipped model read off at
-# the average's content error, for an average whose content error is below the shipped one's:
-# runs/eval/MODEL_NAME_vs_shipped_curve/comparison.md). The ship rule (docs/training.md, "Next") is read off them. An evaluation interrupted part-way resumes when the
-# script is run again.
+# the average's content error, for an average with less content error than the shipped model:
+# runs/eval/MODEL_NAME_vs_shipped_curve/comparison.md). The ship rule (docs/training.md, "Next") is read off them.
+# An evaluation interrupted part-way resumes when the script is run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
