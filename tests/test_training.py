@@ -258,6 +258,50 @@ def test_torchrun_ranks_stop_together_at_the_time_limit(data_dir, tmp_path):
     assert summaries[0]["weights_checksum"] == summaries[1]["weights_checksum"]
 
 
+def test_the_time_limit_counts_the_time_before_the_first_step(data_dir, tmp_path):
+    """The limit is the session's budget: time spent before training (building the model, loading the data, here
+    a pause) counts, so a limit already used up ends the run at once, with a checkpoint, before any step. (The
+    limit, 7.5 s, exceeds the 5 s the loop first reserves for its final checkpoint: counted from the loop's start,
+    it would train.)"""
+    trainer = Trainer(config(data_dir, tmp_path / "run", iterations=100, time_limit=0.125))
+    time.sleep(8)
+    summary = trainer.train()
+    assert (summary["stopped_by"], summary["iteration"]) == ("time limit", 0)
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["iteration"] == 0
+
+
+def test_stop_session_signals_the_ranks_and_waits_for_their_checkpoint(data_dir, tmp_path):
+    """scripts/stop_session.sh: SIGTERM to the ranks only; the launcher ends by itself once they have checkpointed,
+    and the script reports the iteration the checkpoint holds. A run at a longer name is left alone."""
+    out = tmp_path / "ddp"
+    process = subprocess.Popen(torchrun_command(data_dir, out, "--iterations", "100000", "--log-every", "1",
+                                                port=29537), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    script = Path(__file__).parents[1] / "scripts" / "stop_session.sh"
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3):
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        other = subprocess.run(["bash", str(script), f"{out}x"], capture_output=True, text=True, timeout=60)
+        assert other.returncode == 1 and process.poll() is None
+        stopped = subprocess.run(["bash", str(script), str(out), "120"], capture_output=True, text=True,
+                                 timeout=300)
+        assert stopped.returncode == 0, stopped.stderr
+        assert process.poll() is not None  # the launcher too has ended
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    summaries = rank_summaries(process.returncode, stdout, stderr)
+    assert [s["stopped_by"] for s in summaries] == ["SIGTERM"] * 2
+    iteration = torch.load(out / CHECKPOINT, weights_only=False)["iteration"]
+    assert iteration == summaries[0]["iteration"] > 3
+    assert stopped.stdout.strip() == f"{out / CHECKPOINT}: iteration {iteration}"
+
+
 def test_exported_totals_count_the_warm_start(data_dir, tmp_path):
     """A run warm-started from exported weights reports its own steps and, in total, those behind its start."""
     Trainer(config(data_dir, tmp_path / "first", iterations=2)).train()

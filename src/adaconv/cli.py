@@ -137,7 +137,8 @@ def add_train(commands) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     parser.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
-                        help="stop cleanly with a checkpoint before this many minutes")
+                        help="stop cleanly with a checkpoint before this many minutes have passed since the "
+                             "command started (loading the data and style cache included)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--init", metavar="WEIGHTS", help="warm start from a weights file (fresh optimiser)")
     parser.add_argument("--seed", type=non_negative_int, help="the batches' order (default 0)")

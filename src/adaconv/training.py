@@ -72,7 +72,7 @@ class TrainConfig:
     content_weight: float | None = None  # L = content_weight·L_content + λ·L_style (the papers': 1)
     device: str = "auto"
     threads: int | None = None
-    time_limit: float | None = None   # minutes
+    time_limit: float | None = None   # minutes from the Trainer's creation (data loading included)
     resume: bool = False
     init: str | None = None
     seed: int | None = None           # batch order
@@ -239,6 +239,9 @@ def regroup_optimizer_state(state: dict, groups: list[dict]) -> dict:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
+        # --time-limit counts from here: loading the data and the style cache is part of the session's budget
+        # (counted from the loop's start, a 12-minute limit ended 1-2 minutes late in session 31)
+        self.created = time.monotonic()
         self.config = config
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -594,7 +597,7 @@ class Trainer:
         self.model.train()
         try:
             while self.iteration < config.iterations:
-                spent = time.monotonic() - started
+                spent = time.monotonic() - self.created
                 expected = (step_seconds or 0.0) * 1.5 + last_checkpoint_seconds
                 reason = stop_signal[0] if stop_signal else "time limit" if spent + expected > limit else None
                 reason = self._agree_on_stop(reason)
