@@ -1,5 +1,6 @@
 """Real training on ../shared/data at small sizes: the loss falls, resume is exact, checkpoints are atomic."""
 
+import contextlib
 import gc
 import json
 import os
@@ -217,6 +218,26 @@ def torchrun_command(data_dir, out, *arguments, port):
     return list(map(str, command))
 
 
+@contextlib.contextmanager
+def torchrun_in_background(data_dir, out, *, port):
+    """A two-rank run that trains until stopped, yielded once it has logged a few steps; on leaving, its whole
+    process group is killed (it has its own, so a failing test cannot leave workers behind)."""
+    process = subprocess.Popen(torchrun_command(data_dir, out, "--iterations", "100000", "--log-every", "1",
+                                                port=port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3):
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        yield process
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def rank_summaries(returncode, stdout, stderr):
     assert returncode == 0, stderr[-2000:]
     summaries = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -274,15 +295,8 @@ def test_stop_session_signals_the_ranks_and_waits_for_their_checkpoint(data_dir,
     """scripts/stop_session.sh: SIGTERM to the ranks only; the launcher ends by itself once they have checkpointed,
     and the script reports the iteration the checkpoint holds. A run at a longer name is left alone."""
     out = tmp_path / "ddp"
-    process = subprocess.Popen(torchrun_command(data_dir, out, "--iterations", "100000", "--log-every", "1",
-                                                port=29537), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
     script = Path(__file__).parents[1] / "scripts" / "stop_session.sh"
-    try:
-        deadline = time.monotonic() + 300
-        while not ((out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3):
-            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.5)
+    with torchrun_in_background(data_dir, out, port=29537) as process:
         other = subprocess.run(["bash", str(script), f"{out}x"], capture_output=True, text=True, timeout=60)
         assert other.returncode == 1 and process.poll() is None
         stopped = subprocess.run(["bash", str(script), str(out), "120"], capture_output=True, text=True,
@@ -290,11 +304,6 @@ def test_stop_session_signals_the_ranks_and_waits_for_their_checkpoint(data_dir,
         assert stopped.returncode == 0, stopped.stderr
         assert process.poll() is not None  # the launcher too has ended
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     summaries = rank_summaries(process.returncode, stdout, stderr)
     assert [s["stopped_by"] for s in summaries] == ["SIGTERM"] * 2
     iteration = torch.load(out / CHECKPOINT, weights_only=False)["iteration"]
@@ -485,22 +494,9 @@ def test_a_checkpoint_of_the_unfused_optimiser_resumes_fused(data_dir, tmp_path)
 
 def test_torchrun_ranks_stop_together_when_only_one_is_signalled(data_dir, tmp_path):
     """SIGTERM to rank 1 alone: rank 0 must stop at the same step rather than wait for its gradients forever."""
-    out = tmp_path / "ddp"
-    process = subprocess.Popen(torchrun_command(data_dir, out, "--iterations", "100000", "--log-every", "1",
-                                                port=29535), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own process group: a failure kills the workers too
-    try:
-        deadline = time.monotonic() + 300
-        while not ((out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) > 3):
-            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.5)
+    with torchrun_in_background(data_dir, tmp_path / "ddp", port=29535) as process:
         os.kill(worker_of_rank(process.pid, 1), signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     summaries = rank_summaries(process.returncode, stdout, stderr)
     assert [s["stopped_by"] for s in summaries] == ["SIGTERM"] * 2
     assert summaries[0]["iteration"] == summaries[1]["iteration"]
