@@ -37,7 +37,7 @@ run=${RUN_DIR:-runs/$model}
 shipped=src/adaconv/weights/$model.safetensors
 if [ ! -f "$run/checkpoint.pt" ]; then echo "score_session.sh: no checkpoint in $run" >&2; exit 1; fi
 if pgrep -f -- "--out $run( |$)" > /dev/null; then
-    echo "score_session.sh: $run is still training; stop it first (pkill -TERM -f -- '--out $run ' checkpoints)" >&2
+    echo "score_session.sh: $run is still training; stop it first (scripts/stop_session.sh $run checkpoints)" >&2
     exit 1
 fi
 
