@@ -590,7 +590,10 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
         step_seconds = None
-        last_checkpoint_seconds = 5.0
+        # What the work around a step costs, measured when it last ran (a first checkpoint is guessed at 5 s;
+        # validation and samples count once measured): the limit reserves the next step, whatever falls due
+        # after it, and the stop's own validation, checkpoint and samples, so the run ends within its minutes.
+        costs = {"checkpoint": 5.0, "validation": 0.0, "samples": 0.0}
         stop_reason = "iterations"
         stop_signal: list[str] = []
         previous_handlers = self._catch_stop_signals(stop_signal)
@@ -598,7 +601,7 @@ class Trainer:
         try:
             while self.iteration < config.iterations:
                 spent = time.monotonic() - self.created
-                expected = (step_seconds or 0.0) * 1.5 + last_checkpoint_seconds
+                expected = (step_seconds or 0.0) * 1.5 + self._reserve(costs, self.iteration + 1)
                 reason = stop_signal[0] if stop_signal else "time limit" if spent + expected > limit else None
                 reason = self._agree_on_stop(reason)
                 if reason:
@@ -640,11 +643,11 @@ class Trainer:
                     self._guard_divergence(window["loss"] / window["n"])
                     window = dict.fromkeys(window, 0.0)
                 if self.validation is not None and self.iteration % config.val_every == 0:
-                    self._validate()
+                    costs["validation"] = timed(self._validate)
                 if self.iteration % config.checkpoint_every == 0:
-                    last_checkpoint_seconds = self._checkpoint(started)
+                    costs["checkpoint"] = self._checkpoint(started)
                 if self.is_main and config.sample_every and self.iteration % config.sample_every == 0:
-                    self.write_samples()
+                    costs["samples"] = timed(self.write_samples)
         finally:
             prefetcher.close()
             bar.close()
@@ -674,6 +677,20 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return summary
+
+    def _reserve(self, costs: dict[str, float], step: int) -> float:
+        """Seconds the time limit keeps free besides the next step (which ends at iteration ``step``): the
+        validation, checkpoint and samples due right after it, then the stop's final validation (unless that
+        step's), checkpoint and samples (main rank; the others agree to its stop)."""
+        config = self.config
+        validating = self.validation is not None
+        due_validation = validating and step % config.val_every == 0
+        after_step = ((costs["validation"] if due_validation else 0.0)
+                      + (costs["checkpoint"] if step % config.checkpoint_every == 0 else 0.0)
+                      + (costs["samples"] if config.sample_every and step % config.sample_every == 0 else 0.0))
+        at_stop = ((costs["validation"] if validating and not due_validation else 0.0)
+                   + costs["checkpoint"] + (costs["samples"] if self.is_main else 0.0))
+        return after_step + at_stop
 
     def _guard_divergence(self, window_loss: float) -> None:
         """Stop, keeping the last checkpoint, when the loss explodes: a log window's mean more than
@@ -807,6 +824,13 @@ class Trainer:
         sheet = examples_sheet(self.model, size=size, title=f"{self.model.kind} iteration {self.iteration}")
         target = self.out / "samples" / f"iteration_{self.iteration:07d}.png"
         write_atomically(target, lambda handle: sheet.save(handle, format="PNG"))
+
+
+def timed(work) -> float:
+    """Seconds ``work()`` took."""
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 def weights_checksum(model: StyleTransferModel) -> str:
