@@ -553,6 +553,26 @@ def test_warmup_ramps_the_learning_rate_then_follows_the_schedule(data_dir, tmp_
     assert logged == pytest.approx(expected, rel=1e-3)
 
 
+def test_an_anneal_takes_the_rate_to_zero_across_a_resume_then_ends_the_run(data_dir, tmp_path, capsys):
+    """--anneal-steps 4 given at iteration 2: lr · 3/4, 2/4, 1/4, 0 after steps 3-6, also when the phase is
+    interrupted at 4 and continued by a plain --resume (which must not restart it); the run stops at 6, and a
+    resume past it says what to give. Its export records the anneal."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, iterations=2, lr=1e-3, lr_decay=0.0)).train()
+    Trainer(config(data_dir, run, iterations=4, resume=True, anneal_steps=4)).train()
+    assert "--anneal-steps 4 differs from this run's 0" in capsys.readouterr().err
+    summary = Trainer(config(data_dir, run, iterations=100, resume=True, anneal_steps=4)).train()
+    assert (summary["iteration"], summary["stopped_by"]) == (6, "iterations")
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    logged = {int(row.split(",")[0]): float(row.split(",")[5]) for row in rows}
+    assert [logged[i] for i in range(1, 7)] == pytest.approx([1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0])
+    saved = torch.load(run / CHECKPOINT, weights_only=False)["config"]
+    assert (saved["anneal_from"], saved["anneal_steps"]) == (2, 4)
+    with pytest.raises(AdaconvError, match="annealed its learning rate to 0 at iteration 6: give another"):
+        Trainer(config(data_dir, run, iterations=100, resume=True)).train()
+    assert export_weights(run, tmp_path / "annealed.safetensors")["anneal"] == {"from_iteration": 2, "steps": 4}
+
+
 def test_adaconv_style_encoder_learns_at_its_own_rate_through_warmup_decay_and_resume(data_dir, tmp_path):
     settings = dict(model="adaconv", max_images=4, lr=1e-4, lr_decay=0.1, warmup=2, style_encoder_lr_scale=0.1)
     trainer = Trainer(config(data_dir, tmp_path / "run", iterations=2, **settings))

@@ -118,6 +118,9 @@ def add_train(commands) -> None:
                         help="ramp the learning rate up linearly over the run's first STEPS steps (for --init: "
                              "a fresh optimiser's first steps otherwise undo part of the trained weights; "
                              "default 0)")
+    parser.add_argument("--anneal-steps", type=non_negative_int, default=None, metavar="STEPS",
+                        help="take the learning rate linearly to 0 over the next STEPS steps from where the run "
+                             "is, then stop (a run's last phase; --resume goes on with it; 0: no anneal)")
     parser.add_argument("--style-weight", type=positive_float, help="λ (default 10)")
     parser.add_argument("--content-weight", type=positive_float,
                         help="the content loss's weight (default 1, the papers'); lowering it on a resumed run "
@@ -391,7 +394,7 @@ def run_train(args) -> int:
     config = TrainConfig(
         model=args.model, content=args.content, style=args.style, out=args.out, iterations=args.iterations,
         batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay,
-        warmup=args.warmup, style_encoder_lr_scale=args.style_encoder_lr_scale,
+        warmup=args.warmup, anneal_steps=args.anneal_steps, style_encoder_lr_scale=args.style_encoder_lr_scale,
         style_weight=args.style_weight, content_weight=args.content_weight, device=args.device, threads=args.threads,
         time_limit=args.time_limit, resume=args.resume, init=args.init, seed=args.seed,
         parametrization=args.parametrization, style_statistics=args.style_statistics,

@@ -67,6 +67,8 @@ class TrainConfig:
     lr_decay: float | None = None
     warmup: int | None = None         # steps of linear lr warm-up from iteration 0 (warm starts); a run stopped
                                       # mid-warm-up goes on ramping after a plain --resume
+    anneal_steps: int | None = None   # take the lr linearly to 0 over this many steps, then stop (0: no anneal)
+    anneal_from: int | None = None    # the iteration the anneal began at (set by the Trainer, kept on --resume)
     style_encoder_lr_scale: float | None = None  # AdaConv: the style encoder's learning rate is lr times this
     style_weight: float | None = None
     content_weight: float | None = None  # L = content_weight·L_content + λ·L_style (the papers': 1)
@@ -146,13 +148,21 @@ class TrainingObjective(nn.Module):
         return total, loss_c.detach(), loss_s.detach()
 
 
-def learning_rate_factor(decay: float, warmup: int = 0):
-    """The papers' schedule, lr / (1 + decay · iteration), ramped up linearly over the first ``warmup`` steps.
+def learning_rate_factor(decay: float, warmup: int = 0, anneal_from: int = 0, anneal_steps: int = 0):
+    """The papers' schedule, lr / (1 + decay · iteration), ramped up linearly over the first ``warmup`` steps and,
+    with ``anneal_steps``, taken linearly down to 0 over the steps from ``anneal_from`` on.
 
     The ramp is for warm starts: trained weights with a fresh Adam state get updates of about lr · sign(g) on
     every weight in the first steps (the moment estimates hold one or two gradients), which knocked the loss
-    back up in the campaign's warm-started sessions (docs/training.md)."""
-    return lambda iteration: min(1.0, (iteration + 1) / warmup if warmup else 1.0) / (1.0 + decay * iteration)
+    back up in the campaign's warm-started sessions (docs/training.md). The anneal ends a run the way a finished
+    schedule does (the inverse-time decay never gets near 0): the weights settle instead of wandering at lr."""
+    def factor(iteration: int) -> float:
+        ramp = min(1.0, (iteration + 1) / warmup if warmup else 1.0)
+        anneal = 1.0
+        if anneal_steps and iteration >= anneal_from:
+            anneal = max(0.0, 1.0 - (iteration - anneal_from) / anneal_steps)
+        return ramp * anneal / (1.0 + decay * iteration)
+    return factor
 
 
 # AdaConv: where a training style's channel statistics (the style loss's target, the AdaIN base of the residual
@@ -172,17 +182,20 @@ PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 1
 # `--resume` goes on as the run was last set up (a lowered lr, the 256² finishing phase, a λ experiment, the
 # style encoder's slower rate), where falling back to the defaults would silently change the recipe.
 RECIPE_DEFAULTS = {"iterations": 160_000, "batch_size": 8, "crop_size": 128, "lr": DEFAULT_LR, "lr_decay": 5e-5,
-                   "warmup": 0, "style_encoder_lr_scale": 1.0, "style_weight": 10.0, "content_weight": 1.0,
+                   "warmup": 0, "anneal_steps": 0, "anneal_from": 0, "style_encoder_lr_scale": 1.0,
+                   "style_weight": 10.0, "content_weight": 1.0,
                    "seed": 0, "parametrization": "residual", "style_statistics": LEGACY_STYLE_STATISTICS,
                    "ema_decay": 0.999}
 ADACONV_ONLY = ("style_encoder_lr_scale", "parametrization", "style_statistics")  # no effect on an AdaIN run
 FIXED_ON_RESUME = ("parametrization",)  # the weights mean something else in the other layer form
 
 
-def resolve_recipe(config: TrainConfig, run: dict | None, announce: bool = True) -> TrainConfig:
+def resolve_recipe(config: TrainConfig, run: dict | None, announce: bool = True, iteration: int = 0) -> TrainConfig:
     """``config`` with its recipe complete: the given values, then ``run``'s (a resumed run's saved config), then
     the defaults. A given value that differs from the run's is said once on stderr (it applies from here on), but
-    for the total of iterations, which a longer run routinely extends, and AdaConv's options on an AdaIN run."""
+    for the total of iterations, which a longer run routinely extends, and AdaConv's options on an AdaIN run.
+    An anneal given anew (another length than the run's own) starts at ``iteration``, the run's current one; the
+    same length again continues the run's anneal where it was."""
     resolved = {}
     for field, default in RECIPE_DEFAULTS.items():
         given = getattr(config, field)
@@ -196,6 +209,9 @@ def resolve_recipe(config: TrainConfig, run: dict | None, announce: bool = True)
         if announce and field != "iterations":
             print(f"adaconv train: {option} {given} differs from this run's {own}: it applies from here on",
                   file=sys.stderr)
+    own_anneal = RECIPE_DEFAULTS["anneal_steps"] if run is None else run.get("anneal_steps") or 0
+    if config.anneal_steps is not None and config.anneal_steps != own_anneal:
+        resolved["anneal_from"] = iteration
     return dataclasses.replace(config, **resolved)
 
 PARAMETER_GROUPS = {"adain": ("decoder",), "adaconv": ("decoder", "style_encoder", "kernel_predictors")}
@@ -269,7 +285,8 @@ class Trainer:
         elif checkpoint.exists():
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         run_config = state.get("config", {}) if state is not None else None
-        self.config = config = resolve_recipe(config, run_config, announce=self.is_main)
+        self.config = config = resolve_recipe(config, run_config, announce=self.is_main,
+                                              iteration=state["iteration"] if state is not None else 0)
         self._validate_recipe()
         hyperparameters = {"parametrization": config.parametrization} if config.model == "adaconv" else {}
         try:
@@ -286,7 +303,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=self.fused_adam or None)
         self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           learning_rate_factor(config.lr_decay, config.warmup))
+                                                           self._schedule())
         self.iteration = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
         self.checkpoint_iteration: int | None = None  # the iteration checkpoint.pt holds
@@ -372,7 +389,7 @@ class Trainer:
         self.iteration = state["iteration"]
         # The saved optimiser carries the old learning rate; the run's lr (or this invocation's --lr) and --lr-decay
         # rule from here (a recipe change on a resumed run, e.g. a higher lr, must not be silently ignored).
-        schedule = learning_rate_factor(self.config.lr_decay, self.config.warmup)
+        schedule = self._schedule()
         self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
         factor = schedule(self.scheduler.last_epoch)
         self.scheduler.base_lrs = [self.config.lr * scale for scale in self.group_scales]
@@ -384,6 +401,17 @@ class Trainer:
         self._checkpoint_average = state.get("average")  # None in runs started before averaging existed
         self.recent_losses = list(state.get("recent_losses", []))  # the divergence guard's memory
         self.checkpoint_iteration = self.iteration
+
+    def _schedule(self):
+        config = self.config
+        return learning_rate_factor(config.lr_decay, config.warmup, config.anneal_from, config.anneal_steps)
+
+    @property
+    def final_iteration(self) -> int:
+        """Where the run ends: its total of iterations, or the end of its anneal (the lr is 0 from there)."""
+        config = self.config
+        return min(config.iterations, config.anneal_from + config.anneal_steps) if config.anneal_steps \
+            else config.iterations
 
     def _statistics_size(self) -> int | None:
         crop = self.config.model == "adaconv" and self.config.style_statistics == "crop"
@@ -562,6 +590,9 @@ class Trainer:
 
     def train(self) -> dict:
         config = self.config
+        if config.anneal_steps and self.iteration >= self.final_iteration:
+            raise AdaconvError(f"{self.out} has annealed its learning rate to 0 at iteration {self.final_iteration}: "
+                               f"give another --anneal-steps to train on (0: back to the run's schedule)")
         if self.iteration >= config.iterations:
             # a run keeps its total on --resume, so a run stopped at its total would otherwise just end again
             # (a Trainer on such a run is still good for scoring it: validation_loss, write_samples)
@@ -586,7 +617,7 @@ class Trainer:
         if self.is_main:  # the same recipe ran ~2x slower in fp32 on a CPU without native bf16 (session 11)
             print(f"adaconv train: {'bf16 autocast' if use_bf16 else 'fp32'} on {describe_device(self.device)}, "
                   f"memory allocator {allocator.describe()}", file=sys.stderr)
-        bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self._show_progress(),
+        bar = tqdm(total=self.final_iteration, initial=self.iteration, disable=not self._show_progress(),
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
         step_seconds = None
@@ -599,7 +630,7 @@ class Trainer:
         previous_handlers = self._catch_stop_signals(stop_signal)
         self.model.train()
         try:
-            while self.iteration < config.iterations:
+            while self.iteration < self.final_iteration:
                 spent = time.monotonic() - self.created
                 expected = (step_seconds or 0.0) * 1.5 + self._reserve(costs, self.iteration + 1)
                 reason = stop_signal[0] if stop_signal else "time limit" if spent + expected > limit else None
@@ -638,7 +669,7 @@ class Trainer:
                 window["wait"] += prefetcher.wait_seconds - wait_before
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", c=f"{loss_c.item():.3f}", s=f"{loss_s.item():.3f}")
-                if self.iteration % config.log_every == 0 or self.iteration == config.iterations:
+                if self.iteration % config.log_every == 0 or self.iteration == self.final_iteration:
                     self._log(log_path, window, started)
                     self._guard_divergence(window["loss"] / window["n"])
                     window = dict.fromkeys(window, 0.0)
@@ -962,6 +993,8 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "lr": config["lr"],
         "lr_decay": config["lr_decay"],
         "warmup": config.get("warmup", 0),
+        **({"anneal": {"from_iteration": config["anneal_from"], "steps": config["anneal_steps"]}}
+           if config.get("anneal_steps") else {}),
         "style_encoder_lr_scale": config.get("style_encoder_lr_scale", 1.0),
         **({"style_statistics": config.get("style_statistics") or LEGACY_STYLE_STATISTICS}
            if state["model_kind"] == "adaconv" else {}),
