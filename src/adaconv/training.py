@@ -286,7 +286,7 @@ class Trainer:
             raise AdaconvError(f"{self.out} already holds a run: add --resume to continue it, or choose another --out")
         run_config = state.get("config", {}) if state is not None else None
         self.config = config = resolve_recipe(config, run_config, announce=self.is_main,
-                                              iteration=state["iteration"] if state is not None else 0)
+                                              iteration=state.get("iteration", 0) if state is not None else 0)
         self._validate_recipe()
         hyperparameters = {"parametrization": config.parametrization} if config.model == "adaconv" else {}
         try:
@@ -302,8 +302,7 @@ class Trainer:
         self.fused_adam = self.device.type in FUSED_ADAM_DEVICES
         self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=self.fused_adam or None)
         self.recent_losses: list[float] = []  # log windows' mean losses, for the divergence guard
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           self._schedule())
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule())
         self.iteration = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
         self.checkpoint_iteration: int | None = None  # the iteration checkpoint.pt holds
