@@ -675,7 +675,7 @@ class Trainer:
                 if self.validation is not None and self.iteration % config.val_every == 0:
                     costs["validation"] = timed(self._validate)
                 if self.iteration % config.checkpoint_every == 0:
-                    costs["checkpoint"] = self._checkpoint(started)
+                    costs["checkpoint"] = timed(lambda: self._checkpoint(started))
                 if self.is_main and config.sample_every and self.iteration % config.sample_every == 0:
                     costs["samples"] = timed(self.write_samples)
         finally:
@@ -784,13 +784,11 @@ class Trainer:
             signal.signal(number, lambda signum, frame: flag.append(signal.Signals(signum).name))
         return previous
 
-    def _checkpoint(self, started: float) -> float:
-        began = time.perf_counter()
+    def _checkpoint(self, started: float) -> None:
         if self.distributed:
             dist.barrier()
         self.save_checkpoint(self.elapsed_before + time.monotonic() - started)
         self._save_style_cache()
-        return time.perf_counter() - began
 
     # -- the style cache on disk (AdaConv) -------------------------------------------------------------
     def _style_cache_identity(self) -> str:
