@@ -307,6 +307,23 @@ def test_the_time_limit_leaves_room_for_the_stops_validation_and_samples(data_di
     assert (tmp_path / "run" / "samples" / f"iteration_{summary['iteration']:07d}.png").exists()
 
 
+def test_a_run_shorter_than_its_validation_interval_reserves_a_guess_for_the_stops_validation(data_dir, tmp_path):
+    """Before the session has timed a validation or a sample sheet, the limit reserves a guess at them from the
+    step's time: a run that never validates before its stop still ends within its minutes. (Without the guess,
+    this run's stop validated 80 pairs and wrote samples unreserved, and it overran its 24 s by ~7 s.)"""
+    began = time.monotonic()
+    trainer = Trainer(config(data_dir, tmp_path / "run", iterations=100_000, time_limit=0.4, checkpoint_every=1000,
+                             val_content=str(data_dir / "bench" / "content"),
+                             val_style=str(data_dir / "bench" / "style"), val_pairs=(10, 8), val_every=100_000,
+                             sample_every=100_000))
+    summary = trainer.train()
+    elapsed = time.monotonic() - began
+    assert summary["stopped_by"] == "time limit" and summary["iteration"] >= 1
+    assert elapsed <= 0.4 * 60 + 2.0, elapsed
+    assert trainer.provenance["validation"]["iteration"] == summary["iteration"]
+    assert (tmp_path / "run" / "samples" / f"iteration_{summary['iteration']:07d}.png").exists()
+
+
 def test_stop_session_signals_the_ranks_and_waits_for_their_checkpoint(data_dir, tmp_path):
     """scripts/stop_session.sh: SIGTERM to the ranks only; the launcher ends by itself once they have checkpointed,
     and the script reports the iteration the checkpoint holds. A run at a longer name is left alone."""

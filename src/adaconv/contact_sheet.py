@@ -54,12 +54,16 @@ def contact_sheet(cells: Sequence[Sequence], *, column_headers: Sequence | None 
     return sheet
 
 
-def example_images() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The public-domain example photos and paintings shipped in the package."""
+def example_paths() -> tuple[list[Path], list[Path]]:
+    """The public-domain example photos and paintings shipped in the package, in name order."""
     root = Path(str(resources.files("adaconv") / "assets" / "examples"))
-    contents = [to_tensor(p) for p in list_images(root / "content")]
-    styles = [to_tensor(p) for p in list_images(root / "style")]
-    return contents, styles
+    return list_images(root / "content"), list_images(root / "style")
+
+
+def example_images() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The shipped example photos and paintings, read."""
+    contents, styles = example_paths()
+    return [to_tensor(p) for p in contents], [to_tensor(p) for p in styles]
 
 
 @torch.no_grad()

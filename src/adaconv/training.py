@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import allocator
-from .contact_sheet import examples_sheet
+from .contact_sheet import example_paths, examples_sheet
 from .data import BatchPrefetcher, ImageBank, ShuffledIndices, random_crops, whole_images
 from .devices import bf16_is_fast, pick_device
 from .errors import AdaconvError, WeightsError
@@ -48,6 +48,7 @@ VAL_AVERAGE = "val_average.csv"
 STYLE_CACHE_DIR = "style_cache"  # AdaConv: the style features computed so far, one shard per checkpoint
 FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")  # where torch 2.13 has a fused Adam kernel
 VAL_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss")
+SAMPLE_SIZE = 192  # pixels a side of each cell of the training samples' contact sheet
 LOG_FIELDS = ("iteration", "images_seen", "loss", "content_loss", "style_loss", "lr",
               "seconds_per_step", "data_wait_fraction", "wall_seconds")
 
@@ -620,10 +621,10 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "content": 0.0, "style": 0.0, "n": 0, "seconds": 0.0, "wait": 0.0}
         step_seconds = None
-        # What the work around a step costs, measured when it last ran (a first checkpoint is guessed at 5 s;
-        # validation and samples count once measured): the limit reserves the next step, whatever falls due
-        # after it, and the stop's own validation, checkpoint and samples, so the run ends within its minutes.
-        costs = {"checkpoint": 5.0, "validation": 0.0, "samples": 0.0}
+        # What the work around a step costs, measured when it last ran (until then: a first checkpoint is guessed
+        # at 5 s, validation and samples from the step's time): the limit reserves the next step, whatever falls
+        # due after it, and the stop's own validation, checkpoint and samples, so the run ends within its minutes.
+        costs: dict[str, float | None] = {"checkpoint": 5.0, "validation": None, "samples": None}
         stop_reason = "iterations"
         stop_signal: list[str] = []
         previous_handlers = self._catch_stop_signals(stop_signal)
@@ -631,7 +632,7 @@ class Trainer:
         try:
             while self.iteration < self.final_iteration:
                 spent = time.monotonic() - self.created
-                expected = (step_seconds or 0.0) * 1.5 + self._reserve(costs, self.iteration + 1)
+                expected = (step_seconds or 0.0) * 1.5 + self._reserve(costs, self.iteration + 1, step_seconds)
                 reason = stop_signal[0] if stop_signal else "time limit" if spent + expected > limit else None
                 reason = self._agree_on_stop(reason)
                 if reason:
@@ -708,19 +709,42 @@ class Trainer:
             dist.barrier()
         return summary
 
-    def _reserve(self, costs: dict[str, float], step: int) -> float:
+    def _reserve(self, costs: dict[str, float | None], step: int, step_seconds: float | None) -> float:
         """Seconds the time limit keeps free besides the next step (which ends at iteration ``step``): the
         validation, checkpoint and samples due right after it, then the stop's final validation (unless that
         step's), checkpoint and samples (main rank; the others agree to its stop)."""
         config = self.config
+
+        def cost(kind: str) -> float:
+            measured = costs[kind]
+            return self._first_guess(kind, step_seconds) if measured is None else measured
+
         validating = self.validation is not None
         due_validation = validating and step % config.val_every == 0
-        after_step = ((costs["validation"] if due_validation else 0.0)
-                      + (costs["checkpoint"] if step % config.checkpoint_every == 0 else 0.0)
-                      + (costs["samples"] if config.sample_every and step % config.sample_every == 0 else 0.0))
-        at_stop = ((costs["validation"] if validating and not due_validation else 0.0)
-                   + costs["checkpoint"] + (costs["samples"] if self.is_main else 0.0))
+        after_step = ((cost("validation") if due_validation else 0.0)
+                      + (cost("checkpoint") if step % config.checkpoint_every == 0 else 0.0)
+                      + (cost("samples") if config.sample_every and step % config.sample_every == 0 else 0.0))
+        at_stop = ((cost("validation") if validating and not due_validation else 0.0)
+                   + cost("checkpoint") + (cost("samples") if self.is_main else 0.0))
         return after_step + at_stop
+
+    def _first_guess(self, kind: str, step_seconds: float | None) -> float:
+        """Seconds a validation or a sample sheet not yet timed in this session may take, from the step's time.
+
+        Validation scores each pair with the loss in fp32 (encoding the content, the style and the output, and
+        decoding) at about the cost of one of a step's training images of the same size; a sample sheet only
+        decodes each cell (a row's photo and a column's painting are encoded once), about a quarter of that.
+        (Session 34: for AdaConv at 256² this gives 57 s where they took ~59 s; for a tiny AdaIN test run, 6.0 s
+        and 2.7 s where they took 3.8 s and 2.8 s.) Without a guess, a run shorter than --val-every steps
+        validated at its stop unreserved and overran its limit."""
+        if step_seconds is None:
+            return 0.0
+        per_pixel = step_seconds / (self.config.batch_size * self.config.crop_size ** 2)
+        if kind == "validation":
+            images = len(self.validation[0]) * (2 if self.average is not None else 1)  # current weights, average
+            return images * self.config.crop_size ** 2 * per_pixel
+        contents, styles = example_paths()
+        return len(contents) * len(styles) * SAMPLE_SIZE ** 2 * per_pixel / 4
 
     def _guard_divergence(self, window_loss: float) -> None:
         """Stop, keeping the last checkpoint, when the loss explodes: a log window's mean more than
@@ -847,7 +871,7 @@ class Trainer:
             print(f"iteration {self.iteration}: loss {row[2]} (content {row[3]}, style {row[4]}), "
                   f"{row[6]} s/step, data wait {float(row[7]):.1%}", flush=True)
 
-    def write_samples(self, size: int = 192) -> None:
+    def write_samples(self, size: int = SAMPLE_SIZE) -> None:
         """A contact sheet of the shipped example contents x styles at this iteration."""
         sheet = examples_sheet(self.model, size=size, title=f"{self.model.kind} iteration {self.iteration}")
         target = self.out / "samples" / f"iteration_{self.iteration:07d}.png"
