@@ -739,12 +739,12 @@ class Trainer:
         validated at its stop unreserved and overran its limit."""
         if step_seconds is None:
             return 0.0
-        per_pixel = step_seconds / (self.config.batch_size * self.config.crop_size ** 2)
-        if kind == "validation":
-            images = len(self.validation[0]) * (2 if self.average is not None else 1)  # current weights, average
-            return images * self.config.crop_size ** 2 * per_pixel
+        per_image = step_seconds / self.config.batch_size
+        if kind == "validation":  # the current weights and their average; the ranks share the pairs
+            passes = 2 if self.average is not None else 1
+            return passes * len(self.validation[0]) / self.world_size * per_image
         contents, styles = example_paths()
-        return len(contents) * len(styles) * SAMPLE_SIZE ** 2 * per_pixel / 4
+        return len(contents) * len(styles) * (SAMPLE_SIZE / self.config.crop_size) ** 2 * per_image / 4
 
     def _guard_divergence(self, window_loss: float) -> None:
         """Stop, keeping the last checkpoint, when the loss explodes: a log window's mean more than
