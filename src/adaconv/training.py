@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -743,8 +744,14 @@ class Trainer:
         if kind == "validation":  # the current weights and their average; the ranks share the pairs
             passes = 2 if self.average is not None else 1
             return passes * len(self.validation[0]) / self.world_size * per_image
+        return self._sample_cells * (SAMPLE_SIZE / self.config.crop_size) ** 2 * per_image / 4
+
+    @functools.cached_property
+    def _sample_cells(self) -> int:
+        """Cells of the sample sheet (example photos × paintings), counted once: the guess runs before every step
+        until the first sheet is timed."""
         contents, styles = example_paths()
-        return len(contents) * len(styles) * (SAMPLE_SIZE / self.config.crop_size) ** 2 * per_image / 4
+        return len(contents) * len(styles)
 
     def _guard_divergence(self, window_loss: float) -> None:
         """Stop, keeping the last checkpoint, when the loss explodes: a log window's mean more than
