@@ -1,6 +1,6 @@
 import torch
 
-from adaconv.losses import content_loss, feature_statistics, style_loss
+from adaconv.losses import IDENTITY_PIXEL_WEIGHT, content_loss, feature_statistics, identity_loss, style_loss
 
 
 def test_losses_are_zero_for_identical_features():
@@ -20,3 +20,11 @@ def test_style_loss_by_hand():
 
 def test_content_loss_is_a_mean_not_a_sum():
     assert content_loss(torch.zeros(1, 2, 4, 4), torch.full((1, 2, 4, 4), 3.0)).item() == 9.0
+
+
+def test_identity_loss_weighs_pixels_fifty_times_and_adds_every_taps_error():
+    image, features = torch.zeros(1, 3, 4, 4), [torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 2, 2)]
+    assert identity_loss(image, features, image.clone(), [f.clone() for f in features]).item() == 0.0
+    shifted = [features[0] + 1.0, features[1] + 2.0]  # errors 1 and 4
+    expected = IDENTITY_PIXEL_WEIGHT * 0.25 + 1.0 + 4.0
+    assert identity_loss(image + 0.5, shifted, image, features).item() == expected

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from adaconv.errors import AdaconvError
+from adaconv.losses import identity_loss
 from adaconv.models import build_model
 from adaconv.training import CHECKPOINT, STYLE_CACHE_DIR, TrainConfig, Trainer, bf16_is_fast, export_weights
 from adaconv.weights import model_from_weights, save_weights
@@ -397,6 +398,32 @@ def test_content_weight_scales_the_content_term_and_records_a_phase(data_dir, tm
     phases = trainer.provenance["phases"]
     assert [(p["from_iteration"], p.get("content_weight", 1.0)) for p in phases] == [(0, 1.0), (2, 0.5)]
     assert export_weights(run, tmp_path / "w.safetensors")["content_weight"] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["adain", "adaconv"])
+def test_identity_weight_adds_the_self_stylisation_term_but_not_to_validation(data_dir, tmp_path, kind):
+    """--identity-weight w: the training total gains w·identity_loss of the content decoded with its own style
+    code (AdaIN: the decoder on f(c) itself); the held-out losses leave it out, so they stay comparable; a resumed
+    run records the phase and exports the weight."""
+    run = tmp_path / "run"
+    Trainer(config(data_dir, run, model=kind, iterations=2, style_cache_gb=0)).train()
+    trainer = Trainer(config(data_dir, run, model=kind, iterations=3, identity_weight=2.0, resume=True,
+                             style_cache_gb=0))
+    trainer.load_data()
+    content, style = trainer.make_batch(7)[:2]
+    model, encoder = trainer.model, trainer.model.encoder
+    with torch.no_grad():
+        total, loss_c, loss_s = trainer.objective(content, style)
+        plain = trainer.objective(content, style, identity=False)[0]
+        reconstruction = model.decode(encoder.encode(content), model.own_style_code(content, encoder.encode(content)))
+        expected = identity_loss(reconstruction, encoder(reconstruction), content, encoder(content))
+    assert plain.item() == pytest.approx(loss_c.item() + 10.0 * loss_s.item(), rel=1e-5)
+    assert expected.item() > 0.0
+    assert total.item() == pytest.approx(plain.item() + 2.0 * expected.item(), rel=1e-4)
+    trainer.train()
+    phases = trainer.provenance["phases"]
+    assert [(p["from_iteration"], p.get("identity_weight", 0.0)) for p in phases] == [(0, 0.0), (2, 2.0)]
+    assert export_weights(run, tmp_path / "w.safetensors")["identity_weight"] == 2.0
 
 
 def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):

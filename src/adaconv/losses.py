@@ -1,6 +1,7 @@
 """Training losses of both papers, in normalised VGG feature space (SPEC §2-3).
 
-Every ‖·‖² is a mean over elements (as the original code's MSE); L = L_content + λ·L_style, λ = 10.
+Every ‖·‖² is a mean over elements (as the original code's MSE); L = L_content + λ·L_style, λ = 10. An optional
+identity term (Park & Lee, SANet, CVPR 2019) is not part of either paper's recipe; `adaconv train --identity-weight`.
 """
 
 from __future__ import annotations
@@ -31,4 +32,20 @@ def style_loss(output_features: Sequence[torch.Tensor], style_statistics: Featur
     for features, (style_mean, style_std) in zip(output_features, style_statistics):
         mean, std = mean_std(features)
         total = total + F.mse_loss(mean, style_mean) + F.mse_loss(std, style_std)
+    return total
+
+
+# SANet's weights of its two identity terms as its paper gives them (λ_identity1 = 50 on pixels, λ_identity2 = 1 on
+# features); with images in [0, 1] the pixel term is ~0.01 of the mean squared error and would vanish unweighted
+IDENTITY_PIXEL_WEIGHT = 50.0
+
+
+def identity_loss(reconstruction: torch.Tensor, reconstruction_features: Sequence[torch.Tensor],
+                  content: torch.Tensor, content_features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """50·‖I_cc − I_c‖² + Σ over relu1_1..relu4_1 of ‖f(I_cc) − f(I_c)‖²: I_cc is the content stylised with itself,
+    which should give the content back. It asks the decoder to invert natural features exactly, a pull toward
+    the photo's structure that the content loss (against the AdaIN target, not the photo) does not give."""
+    total = IDENTITY_PIXEL_WEIGHT * F.mse_loss(reconstruction, content)
+    for output, target in zip(reconstruction_features, content_features, strict=True):
+        total = total + F.mse_loss(output, target)
     return total
