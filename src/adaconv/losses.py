@@ -36,7 +36,7 @@ def style_loss(output_features: Sequence[torch.Tensor], style_statistics: Featur
 
 
 # SANet's weights of its two identity terms as its paper gives them (λ_identity1 = 50 on pixels, λ_identity2 = 1 on
-# features); with images in [0, 1] the pixel term is ~0.01 of the mean squared error and would vanish unweighted
+# features); with images in [0, 1] a pixel MSE is ~0.01, which unweighted would vanish beside the feature terms
 IDENTITY_PIXEL_WEIGHT = 50.0
 
 
