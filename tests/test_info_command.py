@@ -30,8 +30,8 @@ def test_info_describes_the_shipped_weights_and_marks_the_default():
 
 
 def test_info_of_an_exported_two_phase_run(data_dir, tmp_path):
-    """A run resumed at another crop and batch: info names both phases, the warm-start chain and the held-out
-    score, and --json carries the provenance export-weights wrote."""
+    """A run resumed at another crop and batch (and with the identity loss, features only): info names both
+    phases, the warm-start chain and the held-out score, and --json carries the provenance export-weights wrote."""
     common = dict(model="adain", content=str(data_dir / "train" / "content"), style=str(data_dir / "train" / "style"),
                   max_images=16, checkpoint_every=1, sample_every=0, log_every=1, progress=False,
                   val_content=str(data_dir / "bench" / "content"), val_style=str(data_dir / "bench" / "style"),
@@ -41,7 +41,8 @@ def test_info_of_an_exported_two_phase_run(data_dir, tmp_path):
     run_dir = tmp_path / "second"
     Trainer(TrainConfig(out=str(run_dir), iterations=1, batch_size=2, crop_size=64,
                         init=str(tmp_path / "first.safetensors"), **common)).train()
-    Trainer(TrainConfig(out=str(run_dir), iterations=2, batch_size=1, crop_size=96, resume=True, **common)).train()
+    Trainer(TrainConfig(out=str(run_dir), iterations=2, batch_size=1, crop_size=96, resume=True,
+                        identity_weight=0.5, identity_pixel_weight=0.0, **common)).train()
     exported = export_weights(run_dir, tmp_path / "second.safetensors", weights="last")
 
     result = run("info", tmp_path / "second.safetensors")
@@ -49,7 +50,9 @@ def test_info_of_an_exported_two_phase_run(data_dir, tmp_path):
     fields = [line.strip().split("  ", 1) for line in result.stdout.splitlines() if line.startswith("  ")]
     lines = {field: value.strip() for field, value in fields}
     assert lines["trained"] == "3 iterations (64²: 2, 96²: 1), 5 images"  # 2 + 2 at batch 2, then 1 at batch 1
-    assert lines["phases"] == "from 0: crop 64², batch 2, λ 10; from 1: crop 96², batch 1, λ 10"
+    assert lines["phases"] == ("from 0: crop 64², batch 2, λ 10; "
+                               "from 1: crop 96², batch 1, λ 10, identity weight 0.5 (pixel term × 0)")
+    assert "identity weight 0.5 (pixel term × 0)" in lines["recipe"]
     assert lines["this run"].endswith(f"warm-started from adain weights of {exported['exported']} (1 iterations)")
     assert lines["weights"] == "last step"
     assert lines["held-out"].startswith("loss ") and "on 1 × 1 held-out pairs at 96², iteration 2" in lines["held-out"]

@@ -28,3 +28,5 @@ def test_identity_loss_weighs_pixels_fifty_times_and_adds_every_taps_error():
     shifted = [features[0] + 1.0, features[1] + 2.0]  # errors 1 and 4
     expected = IDENTITY_PIXEL_WEIGHT * 0.25 + 1.0 + 4.0
     assert identity_loss(image + 0.5, shifted, image, features).item() == expected
+    assert identity_loss(image + 0.5, shifted, image, features, pixel_weight=0.0).item() == 5.0  # features only
+    assert identity_loss(image + 0.5, shifted, image, features, pixel_weight=4.0).item() == 4.0 * 0.25 + 5.0

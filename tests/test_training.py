@@ -403,12 +403,12 @@ def test_content_weight_scales_the_content_term_and_records_a_phase(data_dir, tm
 @pytest.mark.parametrize("kind", ["adain", "adaconv"])
 def test_identity_weight_adds_the_self_stylisation_term_but_not_to_validation(data_dir, tmp_path, kind):
     """--identity-weight w: the training total gains w·identity_loss of the content decoded with its own style
-    code (AdaIN: the decoder on f(c) itself); the held-out losses leave it out, so they stay comparable; a resumed
-    run records the phase and exports the weight."""
+    code (AdaIN: the decoder on f(c) itself), its pixel term weighed by --identity-pixel-weight; the held-out
+    losses leave it out, so they stay comparable; a resumed run records the phase and exports both weights."""
     run = tmp_path / "run"
     Trainer(config(data_dir, run, model=kind, iterations=2, style_cache_gb=0)).train()
-    trainer = Trainer(config(data_dir, run, model=kind, iterations=3, identity_weight=2.0, resume=True,
-                             style_cache_gb=0))
+    trainer = Trainer(config(data_dir, run, model=kind, iterations=3, identity_weight=2.0, identity_pixel_weight=7.0,
+                             resume=True, style_cache_gb=0))
     trainer.load_data()
     content, style = trainer.make_batch(7)[:2]
     model, encoder = trainer.model, trainer.model.encoder
@@ -416,14 +416,18 @@ def test_identity_weight_adds_the_self_stylisation_term_but_not_to_validation(da
         total, loss_c, loss_s = trainer.objective(content, style)
         plain = trainer.objective(content, style, identity=False)[0]
         reconstruction = model.decode(encoder.encode(content), model.own_style_code(content, encoder.encode(content)))
-        expected = identity_loss(reconstruction, encoder(reconstruction), content, encoder(content))
+        expected = identity_loss(reconstruction, encoder(reconstruction), content, encoder(content), pixel_weight=7.0)
+        sanet = identity_loss(reconstruction, encoder(reconstruction), content, encoder(content))
     assert plain.item() == pytest.approx(loss_c.item() + 10.0 * loss_s.item(), rel=1e-5)
     assert expected.item() > 0.0
     assert total.item() == pytest.approx(plain.item() + 2.0 * expected.item(), rel=1e-4)
+    assert expected.item() != pytest.approx(sanet.item(), rel=1e-3)  # the pixel term's weight is not SANet's 50
     trainer.train()
     phases = trainer.provenance["phases"]
-    assert [(p["from_iteration"], p.get("identity_weight", 0.0)) for p in phases] == [(0, 0.0), (2, 2.0)]
-    assert export_weights(run, tmp_path / "w.safetensors")["identity_weight"] == 2.0
+    assert [(p["from_iteration"], p["identity_weight"], p["identity_pixel_weight"]) for p in phases] == [
+        (0, 0.0, 50.0), (2, 2.0, 7.0)]
+    exported = export_weights(run, tmp_path / "w.safetensors")
+    assert (exported["identity_weight"], exported["identity_pixel_weight"]) == (2.0, 7.0)
 
 
 def test_resume_takes_the_new_learning_rate(data_dir, tmp_path):

@@ -129,6 +129,9 @@ def add_train(commands) -> None:
                         help="add W times SANet's identity loss (the content stylised with itself must give the "
                              "content back: 50 x pixel MSE + feature MSE at relu1_1..relu4_1; default 0, the "
                              "papers' objective; one more decode and encode per step)")
+    parser.add_argument("--identity-pixel-weight", type=non_negative_float, metavar="P",
+                        help="the identity loss's weight on its pixel term (default 50, SANet's; 0 keeps only "
+                             "the feature terms, as a pixel MSE tends to soften the output)")
     parser.add_argument("--style-encoder-lr-scale", type=positive_float, metavar="X",
                         help="AdaConv: the style encoder learns at lr times X (default 1; its wide layers can blow "
                              "the style descriptor up at the full rate; see docs/training.md)")
@@ -400,7 +403,8 @@ def run_train(args) -> int:
         batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay,
         warmup=args.warmup, anneal_steps=args.anneal_steps, style_encoder_lr_scale=args.style_encoder_lr_scale,
         style_weight=args.style_weight, content_weight=args.content_weight,
-        identity_weight=args.identity_weight, device=args.device, threads=args.threads,
+        identity_weight=args.identity_weight, identity_pixel_weight=args.identity_pixel_weight,
+        device=args.device, threads=args.threads,
         time_limit=args.time_limit, resume=args.resume, init=args.init, seed=args.seed,
         parametrization=args.parametrization, style_statistics=args.style_statistics,
         checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, log_every=args.log_every,

@@ -19,6 +19,7 @@ from . import __version__
 from .devices import mps_available
 from .errors import WeightsError
 from .inference import DEFAULT_MODEL
+from .losses import IDENTITY_PIXEL_WEIGHT
 from .models import MODEL_KINDS
 from .training import PHASE_DEFAULTS
 from .weights import SCALE_SUFFIX, inspect_weights, shipped_weights_path
@@ -86,7 +87,7 @@ def _training_rows(provenance: dict) -> list[tuple[str, str]]:
               f"crop {provenance['crop_size']}²" if "crop_size" in provenance else None,
               f"λ {provenance['style_weight']:g}" if "style_weight" in provenance else None,
               f"content weight {provenance['content_weight']:g}" if provenance.get("content_weight", 1) != 1 else None,
-              f"identity weight {provenance['identity_weight']:g}" if provenance.get("identity_weight") else None,
+              _identity(provenance) if provenance.get("identity_weight") else None,
               f"lr {provenance['lr']:g} (decay {provenance.get('lr_decay', 0):g})" if "lr" in provenance else None,
               (f"style encoder at {provenance['style_encoder_lr_scale']:g} of the lr"
                if provenance.get("style_encoder_lr_scale", 1) != 1 else None)]
@@ -112,9 +113,16 @@ def _training_rows(provenance: dict) -> list[tuple[str, str]]:
 def _phase(phase: dict) -> str:
     recipe = PHASE_DEFAULTS | phase
     content_weight = f", content weight {recipe['content_weight']:g}" if recipe["content_weight"] != 1 else ""
-    identity_weight = f", identity weight {recipe['identity_weight']:g}" if recipe["identity_weight"] else ""
+    identity_weight = f", {_identity(recipe)}" if recipe["identity_weight"] else ""
     return (f"from {phase['from_iteration']:,}: crop {phase['crop_size']}², batch {phase['batch_size']}, "
             f"λ {recipe['style_weight']:g}{content_weight}{identity_weight}")
+
+
+def _identity(recipe: dict) -> str:
+    """The identity loss's weight, and its pixel term's where it is not SANet's 50."""
+    pixels = recipe.get("identity_pixel_weight", IDENTITY_PIXEL_WEIGHT)
+    return f"identity weight {recipe['identity_weight']:g}" + (
+        f" (pixel term × {pixels:g})" if pixels != IDENTITY_PIXEL_WEIGHT else "")
 
 
 def _warm_start_chain(init: dict | None) -> str:

@@ -41,11 +41,14 @@ IDENTITY_PIXEL_WEIGHT = 50.0
 
 
 def identity_loss(reconstruction: torch.Tensor, reconstruction_features: Sequence[torch.Tensor],
-                  content: torch.Tensor, content_features: Sequence[torch.Tensor]) -> torch.Tensor:
+                  content: torch.Tensor, content_features: Sequence[torch.Tensor],
+                  pixel_weight: float = IDENTITY_PIXEL_WEIGHT) -> torch.Tensor:
     """50·‖I_cc − I_c‖² + Σ over relu1_1..relu4_1 of ‖f(I_cc) − f(I_c)‖²: I_cc is the content stylised with itself,
     which should give the content back. It asks the decoder to invert natural features exactly, a pull toward
-    the photo's structure that the content loss (against the AdaIN target, not the photo) does not give."""
-    total = IDENTITY_PIXEL_WEIGHT * F.mse_loss(reconstruction, content)
+    the photo's structure that the content loss (against the AdaIN target, not the photo) does not give.
+    ``pixel_weight`` replaces the 50: a pixel MSE is what usually softens a decoder's output (it rewards the mean
+    of plausible images), so 0 keeps only the feature terms."""
+    total = pixel_weight * F.mse_loss(reconstruction, content)
     for output, target in zip(reconstruction_features, content_features, strict=True):
         total = total + F.mse_loss(output, target)
     return total

@@ -36,7 +36,7 @@ from .devices import bf16_is_fast, pick_device
 from .errors import AdaconvError, WeightsError
 from .imageio import list_images, to_tensor, write_atomically
 from .kernel_prediction import STYLE_IMAGE_SIZE
-from .losses import content_loss, feature_statistics, identity_loss, style_loss
+from .losses import IDENTITY_PIXEL_WEIGHT, content_loss, feature_statistics, identity_loss, style_loss
 from .models import StyleTransferModel, build_model
 from .modulation import adain
 from .preprocessing import center_crop, resize, resize_short_side
@@ -75,6 +75,7 @@ class TrainConfig:
     style_weight: float | None = None
     content_weight: float | None = None  # L = content_weight·L_content + λ·L_style (the papers': 1)
     identity_weight: float | None = None  # + this times the identity loss (SANet's; 0, the papers': none)
+    identity_pixel_weight: float | None = None  # the identity loss's weight on its pixel term (SANet's 50)
     device: str = "auto"
     threads: int | None = None
     time_limit: float | None = None   # minutes from the Trainer's creation (data loading included)
@@ -114,12 +115,14 @@ class TrainingObjective(nn.Module):
     """
 
     def __init__(self, model: StyleTransferModel, style_weight: float, statistics_size: int | None = None,
-                 content_weight: float = 1.0, identity_weight: float = 0.0):
+                 content_weight: float = 1.0, identity_weight: float = 0.0,
+                 identity_pixel_weight: float = IDENTITY_PIXEL_WEIGHT):
         super().__init__()
         self.model = model
         self.style_weight = style_weight
         self.content_weight = content_weight
         self.identity_weight = identity_weight  # 0: the papers' objective (see identity_loss)
+        self.identity_pixel_weight = identity_pixel_weight
         self.statistics_size = statistics_size  # AdaConv: read the style's statistics at this size (None: as given)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor | None = None,
@@ -155,7 +158,7 @@ class TrainingObjective(nn.Module):
         if with_identity:
             reconstruction = model.decode(content_features, model.own_style_code(content, content_features))
             total = total + self.identity_weight * identity_loss(reconstruction, encoder(reconstruction),
-                                                                 content, content_taps)
+                                                                 content, content_taps, self.identity_pixel_weight)
         return total, loss_c.detach(), loss_s.detach()
 
 
@@ -188,7 +191,7 @@ DEFAULT_LR = 1e-4  # the papers' Adam learning rate (SPEC)
 LEGACY_STYLE_STATISTICS = "square"  # also the default
 # what a phase recorded before a recipe key existed was trained with (λ was 10 in every earlier run)
 PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 10.0, "content_weight": 1.0,
-                  "identity_weight": 0.0}
+                  "identity_weight": 0.0, "identity_pixel_weight": IDENTITY_PIXEL_WEIGHT}
 # A run's recipe and the values a new run takes. On --resume, a field not given takes the run's own value from its
 # checkpoint (or, for a checkpoint older than the field, this default, which every such run used): a plain
 # `--resume` goes on as the run was last set up (a lowered lr, the 256² finishing phase, a λ experiment, the
@@ -196,6 +199,7 @@ PHASE_DEFAULTS = {"style_statistics": LEGACY_STYLE_STATISTICS, "style_weight": 1
 RECIPE_DEFAULTS = {"iterations": 160_000, "batch_size": 8, "crop_size": 128, "lr": DEFAULT_LR, "lr_decay": 5e-5,
                    "warmup": 0, "anneal_steps": 0, "anneal_from": 0, "style_encoder_lr_scale": 1.0,
                    "style_weight": 10.0, "content_weight": 1.0, "identity_weight": 0.0,
+                   "identity_pixel_weight": IDENTITY_PIXEL_WEIGHT,
                    "seed": 0, "parametrization": "residual", "style_statistics": LEGACY_STYLE_STATISTICS,
                    "ema_decay": 0.999}
 ADACONV_ONLY = ("style_encoder_lr_scale", "parametrization", "style_statistics")  # no effect on an AdaIN run
@@ -307,7 +311,8 @@ class Trainer:
             raise AdaconvError(str(error)) from None
         self.model.to(self.device, memory_format=torch.channels_last)
         self.objective = TrainingObjective(self.model, config.style_weight, content_weight=config.content_weight,
-                                           identity_weight=config.identity_weight)
+                                           identity_weight=config.identity_weight,
+                                           identity_pixel_weight=config.identity_pixel_weight)
         groups = parameter_groups(self.model, config.lr, config.style_encoder_lr_scale)
         self.group_scales = [group["lr"] / config.lr for group in groups]
         # fused Adam: one kernel over all parameters instead of a dozen elementwise passes per tensor; for
@@ -384,8 +389,10 @@ class Trainer:
                               ("--style-encoder-lr-scale", config.style_encoder_lr_scale)):
             if not value > 0:
                 raise AdaconvError(f"{option} {value}: must be positive")
-        if not config.identity_weight >= 0:
-            raise AdaconvError(f"--identity-weight {config.identity_weight}: must be 0 or more")
+        for option, value in (("--identity-weight", config.identity_weight),
+                              ("--identity-pixel-weight", config.identity_pixel_weight)):
+            if not value >= 0:
+                raise AdaconvError(f"{option} {value}: must be 0 or more")
         if not 0.0 <= config.ema_decay < 1.0:
             raise AdaconvError(f"--ema-decay {config.ema_decay}: must be in [0, 1)")
         if config.style_statistics not in STYLE_STATISTICS:
@@ -473,7 +480,8 @@ class Trainer:
         phases = self.provenance.setdefault("phases", [])
         batch = self.config.batch_size * self.world_size
         recipe = {"crop_size": self.config.crop_size, "batch_size": batch, "style_weight": self.config.style_weight,
-                  "content_weight": self.config.content_weight, "identity_weight": self.config.identity_weight}
+                  "content_weight": self.config.content_weight, "identity_weight": self.config.identity_weight,
+                  "identity_pixel_weight": self.config.identity_pixel_weight}
         if self.config.model == "adaconv":
             recipe["style_statistics"] = self.config.style_statistics
         if phases and all(phases[-1].get(key, PHASE_DEFAULTS.get(key)) == value for key, value in recipe.items()):
@@ -953,6 +961,9 @@ def plot_losses(log_path: Path, target: Path, phases: list[dict] | None = None) 
                 label += f", content × {phase['content_weight']:g}"
             if phase.get("identity_weight", 0.0):
                 label += f", identity × {phase['identity_weight']:g}"
+                pixels = phase.get("identity_pixel_weight", IDENTITY_PIXEL_WEIGHT)
+                if pixels != IDENTITY_PIXEL_WEIGHT:
+                    label += f" (pixels × {pixels:g})"
             axis.annotate(label,
                           (phase["from_iteration"], 1.0), xycoords=("data", "axes fraction"),
                           xytext=(-2, -4), textcoords="offset points", fontsize=7, color="grey",
@@ -1033,7 +1044,9 @@ def export_weights(run_dir: str | Path, out: str | Path, *, dtype: str = "fp16",
         "batch_size": config["batch_size"] * state.get("world_size", 1),
         "style_weight": config["style_weight"],
         "content_weight": config.get("content_weight", 1.0),
-        **({"identity_weight": config["identity_weight"]} if config.get("identity_weight") else {}),
+        **({"identity_weight": config["identity_weight"],
+            "identity_pixel_weight": config.get("identity_pixel_weight", IDENTITY_PIXEL_WEIGHT)}
+           if config.get("identity_weight") else {}),
         "lr": config["lr"],
         "lr_decay": config["lr_decay"],
         "warmup": config.get("warmup", 0),
