@@ -94,6 +94,21 @@ def test_adaconv_reads_a_style_as_adain_does():
                               atol=1e-4)
 
 
+def test_adaconv_reads_a_content_as_its_own_style_at_any_size():
+    """The identity loss's style code: the content's own statistics and the descriptor of it at 256x256, whether
+    the content must be resized for the descriptor or (training crops) already is 256x256 and reuses its features."""
+    model = build_model("adaconv")
+    for size in ((64, 80), (256, 256)):
+        content = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            features = model.encoder.encode(content)
+            code = model.own_style_code(content, features)
+            square = model.encoder.encode(resize(content, 256, 256))
+            expected = model.style_code_from_features(square, statistics_features=features)
+        for name in ("descriptor", "mean", "std"):
+            assert torch.allclose(getattr(code, name), getattr(expected, name), atol=1e-5), (size, name)
+
+
 def test_blending_one_style_with_weight_one_gives_that_style():
     model = build_model("adaconv")
     with torch.no_grad():

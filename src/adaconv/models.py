@@ -203,7 +203,10 @@ class AdaConvModel(StyleTransferModel):
         return StyleCode(mean, std, self.style_encoder(relu4_1))
 
     def own_style_code(self, content: torch.Tensor, content_features: torch.Tensor) -> StyleCode:
-        """The content read as a style: its own statistics (as AdaIN's α = 0) and W of it resized to 256x256."""
+        """The content read as a style: its own statistics (as AdaIN's α = 0) and W of it resized to 256x256.
+        A 256x256 content (the training crops) is its own square: its features are reused, not encoded again."""
+        if content.shape[-2:] == (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE):
+            return self.style_code_from_features(content_features)
         descriptor_features = self.encoder.encode(resize(content, STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE))
         return self.style_code_from_features(descriptor_features, statistics_features=content_features)
 
